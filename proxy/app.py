@@ -1,0 +1,138 @@
+"""Build the proxy: shared services, one aiohttp application per listener, and the response writer.
+
+Contract
+- ``Services`` is the state the app owns and every filter receives: the clock, the policy holder, the
+  upstream HTTP client (one pool, keep-alive, no cookie jar, no decompression). ``start()`` and
+  ``close()`` bracket its life; ``close()`` releases every connection.
+- ``create_app(services, listener)`` answers ``/_proxy/*`` itself (admin, never forwarded; Exact has no
+  such path) and sends everything else down ``pipeline.ORDER``.
+- ``write_reply`` streams an upstream body to the client chunk by chunk. When the upstream breaks after
+  the status line was sent, the client connection is closed so the tool sees a truncated answer, never
+  a silently short one.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import aiohttp
+from aiohttp import web
+
+from . import admin, pipeline
+from .clock import Clock, SystemClock
+from .policy import Listener, Upstream
+from .policy_watch import PolicyHolder
+
+log = logging.getLogger("exact_proxy.app")
+
+SERVICES = web.AppKey("services", object)
+LISTENER = web.AppKey("listener", Listener)
+
+
+class Services:
+    def __init__(self, holder: PolicyHolder, clock: Clock | None = None) -> None:
+        self.holder = holder
+        self.clock = clock or SystemClock()
+        self.http: aiohttp.ClientSession | None = None
+        self.started_at = time.time()
+        self._ssl: dict[str, ssl.SSLContext] = {}
+        self.filters, self.entry = pipeline.build(self)
+
+    @property
+    def policy(self):
+        return self.holder.current
+
+    async def start(self) -> None:
+        fwd = self.policy.forwarding
+        connector = aiohttp.TCPConnector(limit=fwd.pool_size, keepalive_timeout=fwd.keepalive_timeout,
+                                         ttl_dns_cache=300)
+        self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                          cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        self.holder.on_change(self._policy_changed)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+
+    def ssl_for(self, upstream: Upstream) -> ssl.SSLContext | bool:
+        """Upstream TLS is always verified: against the system store, or the policy's ``ca_bundle``."""
+        if not upstream.ca_bundle:
+            return True
+        ctx = self._ssl.get(upstream.ca_bundle)
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=upstream.ca_bundle)
+            self._ssl[upstream.ca_bundle] = ctx
+        return ctx
+
+    def _policy_changed(self, old, new) -> None:
+        self._ssl.clear()
+        for name in ("pool_size", "keepalive_timeout"):
+            if getattr(old.forwarding, name) != getattr(new.forwarding, name):
+                log.warning("forwarding.%s changed: it takes effect at the next restart", name)
+        if old.listeners != new.listeners:
+            log.warning("listeners changed: they take effect at the next restart")
+
+
+def create_app(services: Services, listener: Listener) -> web.Application:
+    app = web.Application(client_max_size=services.policy.forwarding.max_request_body)
+    app[SERVICES] = services
+    app[LISTENER] = listener
+    admin.add_routes(app, services)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    services: Services = request.app[SERVICES]
+    listener = request.app[LISTENER]
+    raw = request.raw_path
+    path, _, query = raw.partition("?")
+    ctx = pipeline.Context(request=request, listener=listener, policy=services.holder.current,
+                           started=time.perf_counter(), method=request.method, raw_path=path, raw_query=query)
+    status = 499  # client closed the connection before an answer, unless set below
+    try:
+        reply = await services.entry(ctx)
+        status = reply.status
+        return await write_reply(request, ctx, reply)
+    finally:
+        for finish in ctx.finishers:
+            try:
+                finish(ctx, status)
+            except Exception:
+                log.exception("a request finisher failed")
+
+
+async def write_reply(request: web.Request, ctx: pipeline.Context, reply: pipeline.Reply) -> web.StreamResponse:
+    if reply.stream is None:
+        body = reply.body or b""
+        resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+        if request.method != "HEAD" and reply.status not in (204, 304):
+            resp.content_length = len(body)
+        await resp.prepare(request)
+        if body and request.method != "HEAD":
+            await resp.write(body)
+        ctx.bytes_out = len(body)
+        await resp.write_eof()
+        return resp
+    resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+    if reply.length is not None:
+        resp.content_length = reply.length
+    try:
+        await resp.prepare(request)
+        async for chunk in reply.stream:
+            await resp.write(chunk)
+            ctx.bytes_out += len(chunk)
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        ctx.decide(f"upstream broke mid-body ({type(exc).__name__}); client connection cut")
+        log.warning("upstream answer for %s %s broke after %d bytes: %s", ctx.method, ctx.raw_path,
+                    ctx.bytes_out, type(exc).__name__)
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    finally:
+        await reply.discard()
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,148 @@
+"""The ``exact-proxy`` command: run, check-config, emulate, demo.
+
+Contract: every subcommand returns a process exit code (0 ok, 1 failed, 2 bad usage or bad config).
+``run`` refuses to start on an invalid policy and prints every problem with file, line, key and reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+
+from .policy import Policy, PolicyError, load_policy
+from .policy_watch import PolicyHolder
+
+log = logging.getLogger("exact_proxy.cli")
+DEFAULT_CONFIG = "policies.yaml"
+
+
+def _config_path(value: str | None) -> str:
+    return value or os.environ.get("EXACT_PROXY_CONFIG") or DEFAULT_CONFIG
+
+
+def _load(path: str) -> Policy | None:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        print(f"exact-proxy: {path} is not a valid policy:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    policy = _load(args.file)
+    if policy is None:
+        return 2
+    listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}->{lst.upstream}" for lst in policy.listeners)
+    print(f"{args.file}: OK ({listeners})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    policy = _load(path)
+    if policy is None:
+        return 2
+    if args.host or args.port is not None:
+        first = policy.listeners[0]
+        first = dataclasses.replace(first, host=args.host or first.host,
+                                    port=first.port if args.port is None else args.port)
+        policy = dataclasses.replace(policy, listeners=(first, *policy.listeners[1:]))
+    if args.state:
+        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
+    overrides = {"host": args.host, "port": args.port, "state": args.state}
+    from .logs import setup_logging
+
+    setup_logging(policy.log, args.log_format)
+    holder = PolicyHolder(policy, path)
+    holder.on_change(lambda old, new: _reapply_overrides(holder, new, overrides, args.log_format))
+    try:
+        asyncio.run(_serve(holder))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+def _reapply_overrides(holder: PolicyHolder, new: Policy, overrides: dict, log_format: str | None) -> None:
+    """Command-line overrides outlive a reload of the file."""
+    from .logs import setup_logging
+
+    first = new.listeners[0]
+    first = dataclasses.replace(first, host=overrides["host"] or first.host,
+                                port=first.port if overrides["port"] is None else overrides["port"])
+    new = dataclasses.replace(new, listeners=(first, *new.listeners[1:]))
+    if overrides["state"]:
+        new = dataclasses.replace(new, state=dataclasses.replace(new.state, path=overrides["state"]))
+    holder.current = new
+    setup_logging(new.log, log_format)
+
+
+async def _serve(holder: PolicyHolder) -> None:
+    from .server import ProxyServer
+
+    server = ProxyServer(holder)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
+    await stop.wait()
+    log.info("shutting down: no new connections; in-flight requests get up to %g s",
+             holder.current.forwarding.drain_timeout)
+    await server.stop()
+    log.info("stopped")
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from .emulator import cli as emulator_cli
+
+    return emulator_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exact-proxy", description="A local proxy that keeps tools "
+                                     "inside Exact Online's API limits.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the proxy")
+    run.add_argument("--config", help=f"policy file (default: $EXACT_PROXY_CONFIG or ./{DEFAULT_CONFIG})")
+    run.add_argument("--host", help="bind the first listener to this address (default from the policy: "
+                     "127.0.0.1)")
+    run.add_argument("--port", type=int, help="port of the first listener (default from the policy: 8080)")
+    run.add_argument("--state", help="state file (overrides state.path of the policy)")
+    run.add_argument("--log-format", choices=("text", "json"), help="override log.format of the policy")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a policy file without starting")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=cmd_check_config)
+
+    emulate = sub.add_parser("emulate", help="run the Exact Online emulator")
+    try:
+        from .emulator import cli as emulator_cli
+
+        emulator_cli.add_arguments(emulate)
+    except ImportError:  # pragma: no cover - the emulator ships with the package
+        pass
+    emulate.set_defaults(func=cmd_emulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

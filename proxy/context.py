@@ -1,0 +1,96 @@
+"""The per-request objects: ``Context`` (what a request carries through the filters) and ``Reply``
+(what comes back up). See ``proxy.pipeline`` for the order of the filters.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .body import RequestBody
+    from .classify import Classification
+    from .policy import Listener, Policy, Upstream
+
+
+@dataclass
+class Reply:
+    """What travels back up the filter list: status, headers, and a body.
+
+    The body is either ``body`` (bytes, a local answer or a small buffered one) or ``stream`` (an async
+    iterator of chunks from upstream, read once by the response writer). ``length`` is the body length
+    when known; a filter that changes the body sets it to None. ``release`` gives the upstream connection
+    back; ``discard()`` must be awaited by a filter that drops an upstream reply (e.g. to replay).
+    """
+
+    status: int
+    headers: CIMultiDict
+    body: bytes | None = b""
+    stream: AsyncIterator[bytes] | None = None
+    length: int | None = None
+    local: bool = False
+    release: Callable[[], Awaitable[None]] | None = None
+    reason: str | None = None             # the status line's reason phrase, as Exact sent it
+    failure: str | None = None            # connect | timeout | reset: why there is no upstream answer
+
+    @classmethod
+    def make_local(cls, status: int, body: bytes, headers: dict[str, str] | None = None,
+                   content_type: str = "application/json; charset=utf-8") -> Reply:
+        h = CIMultiDict(headers or {})
+        if body and "Content-Type" not in h:
+            h["Content-Type"] = content_type
+        return cls(status=status, headers=h, body=body, length=len(body), local=True)
+
+    async def discard(self) -> None:
+        if self.release is not None:
+            release, self.release = self.release, None
+            await release()
+
+
+class Filter(Protocol):
+    name: str
+
+    async def handle(self, ctx: Context, call_next: Next) -> Reply: ...
+
+
+Next = Callable[["Context"], Awaitable[Reply]]
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Context:
+    """Everything one request carries through the filters."""
+
+    request: web.Request
+    listener: Listener
+    policy: Policy
+    started: float                        # time.perf_counter() at arrival (real time, for the log)
+    method: str
+    raw_path: str                         # as the client sent it, percent-encoding intact
+    raw_query: str                        # as the client sent it, without the '?'
+    id: int = field(default_factory=lambda: next(_ids))
+    upstream: Upstream | None = None
+    cls: Classification | None = None
+    body: RequestBody | None = None
+    deadline: float | None = None         # clock.monotonic() by which an answer must be under way
+    attempt: int = 0                      # upstream attempts made (replays included)
+    decisions: list[str] = field(default_factory=list)
+    upstream_ms: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    finishers: list[Callable[[Context, int], None]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.raw_path + ("?" + self.raw_query if self.raw_query else "")
+
+    def decide(self, text: str) -> None:
+        self.decisions.append(text)

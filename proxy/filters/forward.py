@@ -1,0 +1,118 @@
+"""Filter ``forward``: the end of the road. Sends the request to Exact and streams the answer back.
+
+Contract
+- Method, path and query go upstream byte for byte as the client sent them (no re-encoding); headers
+  pass ``hop.to_upstream``; the body is ``ctx.body.payload()`` (buffered or streamed).
+- The upstream answer comes back as a ``Reply`` whose ``stream`` yields the body in chunks as they
+  arrive, undecoded (``Content-Encoding`` passes through with the bytes it describes). The connection
+  returns to the pool when the stream ends or the reply is discarded.
+- An upstream that cannot be reached, resets, or is too slow gives a local 502 or 504 in Exact's
+  envelope naming the cause, with ``reply.failure`` set to ``connect`` (nothing was sent: safe to
+  retry), ``timeout`` or ``reset`` (the request may have reached Exact: never replay a write).
+- Each call increments ``ctx.attempt``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+from .. import hop
+from ..body import BodyConsumed, BodyTooLarge
+from ..errors import exact_error
+
+SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+class Forward:
+    name = "forward"
+
+    def __init__(self, services) -> None:
+        self.services = services
+
+    async def handle(self, ctx, call_next):
+        up = ctx.upstream
+        fwd = ctx.policy.forwarding
+        session: aiohttp.ClientSession = self.services.http
+        url = URL(up.base_url + ctx.raw_path + ("?" + ctx.raw_query if ctx.raw_query else ""), encoded=True)
+        headers = hop.to_upstream(ctx.request.headers, up.authority)
+        try:
+            data = ctx.body.payload() if ctx.body is not None else None
+        except BodyConsumed:
+            return exact_error(502, "the request body was streamed once already and cannot be sent again")
+        if ctx.body is not None and not ctx.body.replayable and ctx.body.declared is not None:
+            headers["Content-Length"] = str(ctx.body.declared)
+        timeout = aiohttp.ClientTimeout(total=fwd.total_timeout, connect=fwd.connect_timeout,
+                                        sock_read=fwd.read_timeout)
+        ctx.attempt += 1
+        t0 = time.perf_counter()
+        try:
+            resp = await session.request(ctx.method, url, headers=headers, data=data, allow_redirects=False,
+                                         skip_auto_headers=SKIP_AUTO, timeout=timeout,
+                                         ssl=self.services.ssl_for(up))
+        except BodyTooLarge as exc:
+            ctx.decide("refused (body too large)")
+            return exact_error(413, f"request body is larger than max_request_body ({exc.limit} bytes)")
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return self._failed(ctx, t0, 504, "timeout", f"Exact did not answer within the timeout "
+                                f"({_timeout_text(exc, fwd)}) at {up.base_url}")
+        except aiohttp.ClientConnectorError as exc:
+            return self._failed(ctx, t0, 502, "connect", f"cannot connect to {up.base_url}: "
+                                f"{exc.os_error.strerror or exc.os_error}")
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            return self._failed(ctx, t0, 502, "reset", f"connection to {up.base_url} was reset "
+                                f"before an answer came: {exc}")
+        except aiohttp.ClientResponseError as exc:
+            return self._failed(ctx, t0, 502, "reset", f"{up.base_url} sent an invalid answer: {exc.message}")
+        except aiohttp.ClientError as exc:
+            return self._failed(ctx, t0, 502, "reset", f"upstream error from {up.base_url}: "
+                                f"{type(exc).__name__}")
+        ctx.upstream_ms += (time.perf_counter() - t0) * 1000
+        out_headers = hop.to_client(resp.headers)
+        bodyless = ctx.method == "HEAD" or resp.status in NO_BODY_STATUS or 100 <= resp.status < 200
+        if bodyless:
+            resp.release()
+            return _reply(resp.status, out_headers, resp.reason, b"", None, None)
+        length = resp.content_length
+        if length is None:
+            out_headers.popall("Content-Length", None)
+        return _reply(resp.status, out_headers, resp.reason, None, _chunks(resp), length, resp)
+
+    def _failed(self, ctx, t0, status, failure, message):
+        ctx.upstream_ms += (time.perf_counter() - t0) * 1000
+        ctx.decide(f"upstream {failure}")
+        reply = exact_error(status, message)
+        reply.failure = failure
+        return reply
+
+
+def _reply(status, headers, reason, body, stream, length, resp=None):
+    from ..context import Reply
+
+    async def release() -> None:
+        if resp is not None:
+            resp.release()
+
+    reply = Reply(status=status, headers=headers, body=body, stream=stream, length=length,
+                  release=release if resp is not None else None)
+    reply.reason = reason
+    return reply
+
+
+async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+    finally:
+        resp.release()
+
+
+def _timeout_text(exc: BaseException, fwd) -> str:
+    text = str(exc)
+    if "connect" in text.lower():
+        return f"connect_timeout {fwd.connect_timeout:g} s"
+    return f"read_timeout {fwd.read_timeout:g} s / total_timeout {fwd.total_timeout:g} s"

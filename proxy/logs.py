@@ -1,0 +1,104 @@
+"""Logging for tailing: one line per request, plain text or JSON, to stdout and optionally a file.
+
+Contract
+- ``setup_logging(settings, fmt_override)`` configures the ``exact_proxy`` logger tree once; calling it
+  again (after a policy reload) replaces the handlers. Every line is flushed as it is written; the file,
+  when configured, is rotated by size (``max_bytes``, ``backups``).
+- Request lines are records with ``extra={"access": {...}}``; ``format_access`` renders them. In text
+  they read ``time METHOD target status=… div=… ep=… up_ms=… ms=… in=… out=… decision="…"``; in JSON
+  they are one object per line with the fields documented in the README ("Log format").
+- Every line passes ``redact.scrub`` before it is written: no token, code, secret or Authorization
+  value reaches a log, whatever a query or a message holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from typing import Any
+
+from .redact import scrub
+
+LOGGER = "exact_proxy"
+access_logger = logging.getLogger("exact_proxy.access")
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _logfmt_value(value: Any) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    if any(c in text for c in ' "='):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None)
+        if access is not None:
+            a = access
+            target = a["path"] + ("?" + a["query"] if a.get("query") else "")
+            parts = [_iso(a["ts"]), a["method"], target, f"status={a['status']}"]
+            for key, name in (("division", "div"), ("endpoint", "ep"), ("app", "app"),
+                              ("listener", "via")):
+                if a.get(key) not in (None, ""):
+                    parts.append(f"{name}={_logfmt_value(a[key])}")
+            parts.append(f"up_ms={a['upstream_ms']:.1f}" if a.get("upstream_ms") is not None else "up_ms=-")
+            parts.append(f"ms={a['total_ms']:.1f}")
+            parts.append(f"in={a['bytes_in']} out={a['bytes_out']}")
+            parts.append("decision=" + _logfmt_value("; ".join(a["decision"]) or "-"))
+            line = " ".join(parts)
+        else:
+            line = f"{_iso(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+            if record.exc_info:
+                line += "\n" + self.formatException(record.exc_info)
+        return scrub(line)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        access = getattr(record, "access", None)
+        if access is not None:
+            obj = {"ts": _iso(access["ts"]), "level": "info", "event": "request"}
+            obj.update({k: v for k, v in access.items() if k != "ts"})
+        else:
+            obj = {"ts": _iso(record.created), "level": record.levelname.lower(), "event": "log",
+                   "logger": record.name, "msg": record.getMessage()}
+            if record.exc_info:
+                obj["exc"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+
+class _FlushingStreamHandler(logging.StreamHandler):
+    """StreamHandler flushes after every record already; this one also survives a closed stdout."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging API
+        pass
+
+
+def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = None) -> None:
+    fmt = fmt_override or settings.format
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    root = logging.getLogger(LOGGER)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.setLevel(getattr(logging, settings.level.upper(), logging.INFO))
+    root.propagate = False
+    out = _FlushingStreamHandler(stream or sys.stdout)
+    out.setFormatter(formatter)
+    root.addHandler(out)
+    if settings.file:
+        fh = logging.handlers.RotatingFileHandler(settings.file, maxBytes=settings.max_bytes,
+                                                  backupCount=settings.backups, encoding="utf-8")
+        fh.setFormatter(formatter)
+        root.addHandler(fh)
+
+
+def log_access(fields: dict[str, Any]) -> None:
+    access_logger.info("request", extra={"access": fields})

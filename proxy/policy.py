@@ -1,0 +1,267 @@
+"""policies.yaml: what the proxy may do, as one immutable snapshot.
+
+Contract
+- ``load_policy(path)`` reads and validates the file and returns a frozen ``Policy``. Any problem raises
+  ``PolicyError`` listing every problem with file, line, key and reason; nothing half-valid is returned.
+- ``Policy.defaults()`` is the policy of an empty file (``{}``). An empty or whitespace-only file is
+  refused: a truncated file must never silently become "all defaults".
+- A request takes one snapshot (``ctx.policy``) and keeps it, so a reload never changes the rules of a
+  request in flight. Reloading is ``policy_watch``'s job.
+
+Each section is read by one function below; later features add a section and a field, nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .policy_yaml import PolicyError, Problem, Reader, parse
+
+__all__ = ["Policy", "PolicyError", "load_policy", "parse_policy"]
+
+KNOWN_EXACT_HOSTS = frozenset({
+    "start.exactonline.nl", "start.exactonline.be", "start.exactonline.de", "start.exactonline.co.uk",
+    "start.exactonline.com", "start.exactonline.fr", "start.exactonline.es",
+})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One Exact Online host the proxy may forward to."""
+
+    name: str
+    base_url: str                  # scheme://host[:port], no path, no trailing slash
+    ca_bundle: str | None = None   # verify the upstream's certificate against this file (default: system)
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.base_url).hostname or "").lower()
+
+    @property
+    def authority(self) -> str:
+        return urlsplit(self.base_url).netloc.lower()
+
+    @property
+    def is_known_exact_host(self) -> bool:
+        return self.host in KNOWN_EXACT_HOSTS
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A local address; every request arriving on it goes to ``upstream`` unless it names another
+    configured Exact host (absolute-form request line, or a ``Host`` header that is an Exact host)."""
+
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    upstream: str = "nl"
+    public_base_url: str | None = None   # how clients reach this listener; default: from the Host header
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    total_timeout: float = 120.0
+    pool_size: int = 100
+    keepalive_timeout: float = 30.0
+    max_request_body: int = 40 * 1024 * 1024
+    replay_buffer: int = 1024 * 1024
+    max_url_length: int = 16384
+    drain_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"
+    file: str | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    path: str = "exact-proxy.sqlite"
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str = "<defaults>"
+    default_app: str = "default"
+    listeners: tuple[Listener, ...] = (Listener(name="default"),)
+    upstreams: dict[str, Upstream] = field(default_factory=lambda: {
+        "nl": Upstream("nl", "https://start.exactonline.nl")})
+    forwarding: Forwarding = Forwarding()
+    log: LogSettings = LogSettings()
+    state: StateSettings = StateSettings()
+    reload_interval: float = 1.0
+
+    @classmethod
+    def defaults(cls) -> Policy:
+        return parse_policy("{}", "<defaults>")
+
+    def upstream_for_authority(self, authority: str) -> Upstream | None:
+        """The configured upstream whose host (and port, when given) matches ``authority``."""
+        authority = authority.lower().strip()
+        host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+        for up in self.upstreams.values():
+            if authority == up.authority or authority == up.host or (host == up.host and up.host):
+                return up
+        return None
+
+
+def load_policy(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise PolicyError([Problem(path, None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Problem(path, None, "", f"cannot read: {exc}")]) from None
+    policy = parse_policy(text, path)
+    base = os.path.dirname(os.path.abspath(path))
+    return _resolve_paths(policy, base)
+
+
+def parse_policy(text: str, filename: str) -> Policy:
+    if not text.strip():
+        raise PolicyError([Problem(filename, 1, "", "the file is empty (truncated?); write '{}' to use "
+                                   "every default")])
+    data, lines = parse(text, filename)
+    problems: list[Problem] = []
+    r = Reader(data, (), lines, filename, problems)
+    default_app = r.text("default_app", "default")
+    upstreams = _read_upstreams(r)
+    listeners = _read_listeners(r, upstreams)
+    forwarding = _read_forwarding(r.mapping("forwarding"))
+    log = _read_log(r.mapping("log"))
+    state = _read_state(r.mapping("state"))
+    reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
+    r.finish()
+    if problems:
+        raise PolicyError(problems)
+    return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
+                  forwarding=forwarding, log=log, state=state, reload_interval=reload_interval)
+
+
+def _read_upstreams(r: Reader) -> dict[str, Upstream]:
+    items = r.items("upstreams")
+    if not items:
+        return {"nl": Upstream("nl", "https://start.exactonline.nl")}
+    out: dict[str, Upstream] = {}
+    for name, u in items:
+        url = u.text("base_url")
+        ca = u.text("ca_bundle", None)
+        u.finish()
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            u.problem(("base_url",), f"must be an http(s) URL like https://start.exactonline.nl, got {url!r}")
+            continue
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            u.problem(("base_url",), "must be scheme and host only (no path, query or fragment)")
+            continue
+        out[name] = Upstream(name, f"{parts.scheme}://{parts.netloc}".lower(), ca)
+    return out
+
+
+def _read_listeners(r: Reader, upstreams: dict[str, Upstream]) -> tuple[Listener, ...]:
+    seq = r.sequence("listeners")
+    if seq is None:
+        first = next(iter(upstreams), "nl")
+        return (Listener(name="default", upstream=first),)
+    out: list[Listener] = []
+    ports: set[tuple[str, int]] = set()
+    names: set[str] = set()
+    for i, lr in enumerate(seq):
+        name = lr.text("name", f"listener{i}")
+        host = lr.text("host", "127.0.0.1")
+        port = lr.integer("port", 8080, minimum=0, maximum=65535)
+        up = lr.text("upstream", next(iter(upstreams), "nl"))
+        public = lr.text("public_base_url", None)
+        lr.finish()
+        if up not in upstreams:
+            lr.problem(("upstream",), f"names no configured upstream (known: {', '.join(upstreams)})")
+        if host:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                if host != "localhost":
+                    lr.problem(("host",), f"must be an IP address to bind, got {host!r}")
+        if public is not None:
+            p = urlsplit(public)
+            if p.scheme not in ("http", "https") or not p.netloc:
+                lr.problem(("public_base_url",), f"must be a URL like http://localhost:8080, got {public!r}")
+            public = public.rstrip("/")
+        if name in names:
+            lr.problem(("name",), f"listener name {name!r} is used twice")
+        names.add(name)
+        if port and (host, port) in ports:
+            lr.problem(("port",), f"{host}:{port} is used by two listeners")
+        ports.add((host, port))
+        out.append(Listener(name=name, host=host, port=port, upstream=up, public_base_url=public))
+    if not out:
+        r.problem(("listeners",), "needs at least one listener")
+    return tuple(out)
+
+
+def _read_forwarding(r: Reader) -> Forwarding:
+    d = Forwarding()
+    f = Forwarding(
+        connect_timeout=r.number("connect_timeout", d.connect_timeout, minimum=0.0, exclusive_minimum=True),
+        read_timeout=r.number("read_timeout", d.read_timeout, minimum=0.0, exclusive_minimum=True),
+        total_timeout=r.number("total_timeout", d.total_timeout, minimum=0.0, exclusive_minimum=True),
+        pool_size=r.integer("pool_size", d.pool_size, minimum=1, maximum=10000),
+        keepalive_timeout=r.number("keepalive_timeout", d.keepalive_timeout, minimum=0.0),
+        max_request_body=r.size("max_request_body", d.max_request_body),
+        replay_buffer=r.size("replay_buffer", d.replay_buffer),
+        max_url_length=r.integer("max_url_length", d.max_url_length, minimum=1024, maximum=1 << 20),
+        drain_timeout=r.number("drain_timeout", d.drain_timeout, minimum=0.0),
+    )
+    r.finish()
+    if f.total_timeout < f.connect_timeout:
+        r.problem(("total_timeout",), "must not be shorter than connect_timeout")
+    return f
+
+
+def _read_log(r: Reader) -> LogSettings:
+    d = LogSettings()
+    s = LogSettings(
+        format=r.text("format", d.format, choices=("text", "json")),
+        file=r.text("file", None),
+        max_bytes=r.size("max_bytes", d.max_bytes),
+        backups=r.integer("backups", d.backups, minimum=0, maximum=1000),
+        level=r.text("level", d.level, choices=("debug", "info", "warning", "error")),
+    )
+    r.finish()
+    return s
+
+
+def _read_state(r: Reader) -> StateSettings:
+    d = StateSettings()
+    s = StateSettings(
+        path=r.text("path", d.path),
+        flush_interval=r.number("flush_interval", d.flush_interval, minimum=0.01, maximum=60),
+    )
+    r.finish()
+    return s
+
+
+def _resolve_paths(policy: Policy, base: str) -> Policy:
+    """Relative file names in the policy are relative to the policy file's directory."""
+    from dataclasses import replace
+
+    def resolve(p: str | None) -> str | None:
+        if p is None or p == ":memory:" or "://" in p or os.path.isabs(p):
+            return p
+        return os.path.join(base, p)
+
+    ups = {n: replace(u, ca_bundle=resolve(u.ca_bundle)) for n, u in policy.upstreams.items()}
+    return replace(policy, upstreams=ups, log=replace(policy.log, file=resolve(policy.log.file)),
+                   state=replace(policy.state, path=resolve(policy.state.path)))

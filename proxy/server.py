@@ -1,0 +1,74 @@
+"""Run the proxy: bind every listener, watch the policy, shut down gracefully.
+
+Contract
+- ``ProxyServer(holder, clock).start()`` starts the services, binds each listener of the policy
+  (port 0 picks a free port: see ``url()``), and starts the policy watcher.
+- ``stop()`` stops accepting, lets in-flight requests finish for up to ``forwarding.drain_timeout``
+  seconds, then closes the upstream pool and the state cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from .app import Services, create_app
+from .clock import Clock
+from .policy_watch import PolicyHolder
+
+log = logging.getLogger("exact_proxy.server")
+
+
+class ProxyServer:
+    def __init__(self, holder: PolicyHolder, clock: Clock | None = None) -> None:
+        self.holder = holder
+        self.services = Services(holder, clock)
+        self.runners: list[web.AppRunner] = []
+        self.bound: dict[str, tuple[str, int]] = {}
+        self._watcher: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        policy = self.holder.current
+        await self.services.start()
+        fwd = policy.forwarding
+        try:
+            for listener in policy.listeners:
+                app = create_app(self.services, listener)
+                runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                       shutdown_timeout=fwd.drain_timeout, handler_cancellation=True,
+                                       max_line_size=fwd.max_url_length + 64,
+                                       max_field_size=max(8190, fwd.max_url_length))
+                await runner.setup()
+                self.runners.append(runner)
+                site = web.TCPSite(runner, listener.host, listener.port, reuse_address=True)
+                await site.start()
+                host, port = runner.addresses[0][:2]
+                self.bound[listener.name] = (host, port)
+                upstream = policy.upstreams[listener.upstream]
+                log.info("listening on http://%s:%d (%s) -> %s", host, port, listener.name, upstream.base_url)
+                if not upstream.is_known_exact_host:
+                    log.warning("upstream %s (%s) is not a known Exact Online host: fine for the emulator, "
+                                "a mistake otherwise", upstream.name, upstream.base_url)
+        except BaseException:
+            await self.stop()
+            raise
+        self._watcher = asyncio.create_task(self.holder.watch(), name="policy-watch")
+
+    def url(self, listener: str | None = None) -> str:
+        name = listener or next(iter(self.bound))
+        host, port = self.bound[name]
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        self.runners.clear()
+        await self.services.close()

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real proxy on real sockets, in front of a real upstream."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+import pytest
+
+from proxy.logs import setup_logging
+from proxy.policy import load_policy
+from proxy.policy_watch import PolicyHolder
+from proxy.server import ProxyServer
+from tests import fake_upstream
+
+
+@pytest.fixture
+async def upstream(aiohttp_server):
+    """A stand-in for Exact; ``upstream.app[SEEN]`` lists what reached it."""
+    return await aiohttp_server(fake_upstream.make_app())
+
+
+@pytest.fixture
+def log_output():
+    """Everything the proxy logs, as text (reset per test)."""
+    return io.StringIO()
+
+
+@pytest.fixture
+async def start_proxy(tmp_path, log_output):
+    """``await start_proxy(base_url, extra_yaml="", log_format="text", clock=None) -> ProxyServer``.
+
+    Writes a real policies.yaml in tmp_path (port 0, state in tmp_path), starts the real proxy and stops
+    it after the test.
+    """
+    servers: list[ProxyServer] = []
+
+    async def start(base_url: str, extra_yaml: str = "", log_format: str = "text", clock=None,
+                    listeners_yaml: str | None = None) -> ProxyServer:
+        listeners = listeners_yaml or "listeners:\n  - {name: default, port: 0, upstream: test}\n"
+        text = (f"upstreams:\n  test: {{base_url: '{base_url}'}}\n" + listeners
+                + f"state: {{path: '{tmp_path / 'state.sqlite'}'}}\n" + textwrap.dedent(extra_yaml))
+        path = tmp_path / "policies.yaml"
+        path.write_text(text)
+        policy = load_policy(str(path))
+        setup_logging(policy.log, log_format, stream=log_output)
+        holder = PolicyHolder(policy, str(path))
+        server = ProxyServer(holder, clock)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()

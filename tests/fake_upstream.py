@@ -1,0 +1,111 @@
+"""A small aiohttp app standing in for Exact in the foundation tests (the emulator covers the API).
+
+Every request is recorded in ``app[SEEN]`` as (method, raw target, headers, body) so tests can prove
+what reached "Exact" and what did not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+
+from aiohttp import web
+
+SEEN = web.AppKey("seen", list)
+BIG_CHUNK = b"x" * (64 * 1024)
+
+
+async def echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), body))
+    payload = {
+        "method": request.method,
+        "target": request.raw_path,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body_len": len(body),
+        "body_head": body[:64].decode("latin-1"),
+    }
+    resp = web.json_response(payload, headers={
+        "X-RateLimit-Minutely-Limit": "60", "X-RateLimit-Minutely-Remaining": "59",
+        "X-RateLimit-Minutely-Reset": "1683879540000", "Reason": "Test", "Retry-After": "3",
+        "Location": "https://start.exactonline.nl/api/v1/1/crm/Accounts(guid'1')",
+        "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "must-not-pass",
+        "Keep-Alive": "timeout=5",
+    })
+    resp.headers.add("Set-Cookie", "a=1; Path=/")
+    resp.headers.add("Set-Cookie", "b=2; Path=/")
+    return resp
+
+
+async def big(request: web.Request) -> web.StreamResponse:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    size = int(request.query.get("mb", "50")) * 1024 * 1024
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    if request.query.get("length") == "1":
+        resp.content_length = size
+    await resp.prepare(request)
+    sent = 0
+    while sent < size:
+        chunk = BIG_CHUNK[: size - sent]
+        await resp.write(chunk)
+        sent += len(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def upload(request: web.Request) -> web.Response:
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    return web.json_response({"received": total})
+
+
+async def gz(request: web.Request) -> web.Response:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    data = gzip.compress(json.dumps({"d": {"results": [{"n": i} for i in range(200)]}}).encode())
+    return web.Response(body=data, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+
+async def slow(request: web.Request) -> web.Response:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    await asyncio.sleep(float(request.query.get("s", "5")))
+    return web.json_response({"slow": True})
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    request.transport.close()
+    await asyncio.sleep(1)
+    return web.Response()
+
+
+async def midbody(request: web.Request) -> web.StreamResponse:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    resp = web.StreamResponse()
+    resp.content_length = 1_000_000
+    await resp.prepare(request)
+    await resp.write(b"y" * 1000)
+    await asyncio.sleep(0.05)
+    request.transport.close()
+    return resp
+
+
+async def nocontent(request: web.Request) -> web.Response:
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    return web.Response(status=204)
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=100 * 1024 * 1024)
+    app[SEEN] = []
+    app.router.add_route("*", "/big", big)
+    app.router.add_route("*", "/upload", upload)
+    app.router.add_route("*", "/gz", gz)
+    app.router.add_route("*", "/slow", slow)
+    app.router.add_route("*", "/reset", reset)
+    app.router.add_route("*", "/midbody", midbody)
+    app.router.add_route("*", "/nocontent", nocontent)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
