@@ -50,6 +50,12 @@ class Services:
                                          ttl_dns_cache=300)
         self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                           cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        # aiohttp silently resends GET/PUT/DELETE once when a kept-alive connection drops. A PUT or
+        # DELETE that may have reached Exact must never be sent twice, and GET retries belong to the
+        # retry filter (counted, logged, budgeted), so switch it off. No public switch exists in 3.x;
+        # aiohttp's own test client sets the same attribute.
+        if hasattr(self.http, "_retry_connection"):
+            self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
 
     async def close(self) -> None:
@@ -77,12 +83,21 @@ class Services:
 
 
 def create_app(services: Services, listener: Listener) -> web.Application:
-    app = web.Application(client_max_size=services.policy.forwarding.max_request_body)
+    app = web.Application(client_max_size=services.policy.forwarding.max_request_body,
+                          middlewares=[_dispatch])
     app[SERVICES] = services
     app[LISTENER] = listener
     admin.add_routes(app, services)
-    app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+@web.middleware
+async def _dispatch(request: web.Request, handler) -> web.StreamResponse:
+    """``/_proxy/*`` goes to the admin routes (or their 404); every other target, whatever its shape,
+    goes down the filter list, which alone decides what is forwarded."""
+    if request.raw_path.startswith("/_proxy/"):
+        return await handler(request)
+    return await handle(request)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -108,7 +123,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def write_reply(request: web.Request, ctx: pipeline.Context, reply: pipeline.Reply) -> web.StreamResponse:
     if reply.stream is None:
         body = reply.body or b""
+        close = reply.headers.popone("Connection", "").lower() == "close"
         resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+        if close:
+            resp.force_close()
         if request.method != "HEAD" and reply.status not in (204, 304):
             resp.content_length = len(body)
         await resp.prepare(request)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .app import Services, create_app
 from .clock import Clock
+from .listen import GuardedSite
 from .policy_watch import PolicyHolder
 
 log = logging.getLogger("exact_proxy.server")
@@ -43,7 +44,7 @@ class ProxyServer:
                                        max_field_size=max(8190, fwd.max_url_length))
                 await runner.setup()
                 self.runners.append(runner)
-                site = web.TCPSite(runner, listener.host, listener.port, reuse_address=True)
+                site = GuardedSite(runner, listener.host, listener.port)
                 await site.start()
                 host, port = runner.addresses[0][:2]
                 self.bound[listener.name] = (host, port)

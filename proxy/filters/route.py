@@ -30,7 +30,7 @@ class Route:
             ctx.decide("refused (CONNECT)")
             return exact_error(405, f"CONNECT {ctx.raw_path} refused: exact-proxy is not a tunnel; point the "
                                "tool's base URL at this proxy instead", {"Allow": "GET, HEAD, POST, PUT, "
-                               "DELETE, PATCH, OPTIONS"})
+                               "DELETE, PATCH, OPTIONS", "Connection": "close"})
         target = ctx.raw_path
         if target[:8].lower().startswith(("http://", "https://")):
             parts = urlsplit(target)
