@@ -12,25 +12,36 @@ import time
 from aiohttp import web
 
 
-def add_routes(app: web.Application, services) -> None:
-    async def health(request: web.Request) -> web.Response:
-        policy = services.policy
-        return web.json_response({
-            "status": "ok",
-            "uptime_s": round(time.time() - services.started_at, 1),
-            "policy": policy.source,
-            "policy_reloads": services.holder.reloads,
-            "policy_refusals": services.holder.refusals,
-        })
+def _health(services) -> dict:
+    policy = services.policy
+    return {
+        "status": "ok",
+        "uptime_s": round(time.time() - services.started_at, 1),
+        "policy": policy.source,
+        "policy_reloads": services.holder.reloads,
+        "policy_refusals": services.holder.refusals,
+    }
 
-    async def status(request: web.Request) -> web.Response:
-        policy = services.policy
-        return web.json_response({
-            "policy": policy.source,
-            "listeners": [{"name": lst.name, "host": lst.host, "port": lst.port, "upstream": lst.upstream}
-                          for lst in policy.listeners],
-            "upstreams": {n: u.base_url for n, u in policy.upstreams.items()},
-        })
 
-    app.router.add_get("/_proxy/health", health)
-    app.router.add_get("/_proxy/status", status)
+def _status(services) -> dict:
+    policy = services.policy
+    return {
+        "policy": policy.source,
+        "listeners": [{"name": lst.name, "host": lst.host, "port": lst.port, "upstream": lst.upstream}
+                      for lst in policy.listeners],
+        "upstreams": {n: u.base_url for n, u in policy.upstreams.items()},
+    }
+
+
+ROUTES = {"/_proxy/health": _health, "/_proxy/status": _status}
+
+
+async def dispatch(request: web.BaseRequest, services) -> web.Response:
+    view = ROUTES.get(request.path)
+    if view is None:
+        return web.json_response({"error": f"no admin endpoint {request.path}", "endpoints": sorted(ROUTES)},
+                                 status=404)
+    if request.method not in ("GET", "HEAD"):
+        return web.json_response({"error": "admin endpoints answer GET only"}, status=405,
+                                 headers={"Allow": "GET, HEAD"})
+    return web.json_response(view(services))

@@ -1,10 +1,10 @@
-"""Build the proxy: shared services, one aiohttp application per listener, and the response writer.
+"""Build the proxy: shared services, one request handler per listener, and the response writer.
 
 Contract
 - ``Services`` is the state the app owns and every filter receives: the clock, the policy holder, the
   upstream HTTP client (one pool, keep-alive, no cookie jar, no decompression). ``start()`` and
   ``close()`` bracket its life; ``close()`` releases every connection.
-- ``create_app(services, listener)`` answers ``/_proxy/*`` itself (admin, never forwarded; Exact has no
+- ``make_handler(services, listener)`` answers ``/_proxy/*`` itself (admin, never forwarded; Exact has no
   such path) and sends everything else down ``pipeline.ORDER``.
 - ``write_reply`` streams an upstream body to the client chunk by chunk. When the upstream breaks after
   the status line was sent, the client connection is closed so the tool sees a truncated answer, never
@@ -26,10 +26,6 @@ from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
 
 log = logging.getLogger("exact_proxy.app")
-
-SERVICES = web.AppKey("services", object)
-LISTENER = web.AppKey("listener", Listener)
-
 
 class Services:
     def __init__(self, holder: PolicyHolder, clock: Clock | None = None) -> None:
@@ -82,27 +78,21 @@ class Services:
             log.warning("listeners changed: they take effect at the next restart")
 
 
-def create_app(services: Services, listener: Listener) -> web.Application:
-    app = web.Application(client_max_size=services.policy.forwarding.max_request_body,
-                          middlewares=[_dispatch])
-    app[SERVICES] = services
-    app[LISTENER] = listener
-    admin.add_routes(app, services)
-    return app
+def make_handler(services: Services, listener: Listener):
+    """The request handler of one listener (aiohttp's low-level server: no router, no middleware).
+
+    ``/_proxy/*`` is answered by ``admin`` (never forwarded; Exact has no such path); every other
+    target, whatever its shape, goes down the filter list, which alone decides what is forwarded."""
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if request.raw_path.startswith("/_proxy/"):
+            return await admin.dispatch(request, services)
+        return await handle(services, listener, request)
+
+    return handler
 
 
-@web.middleware
-async def _dispatch(request: web.Request, handler) -> web.StreamResponse:
-    """``/_proxy/*`` goes to the admin routes (or their 404); every other target, whatever its shape,
-    goes down the filter list, which alone decides what is forwarded."""
-    if request.raw_path.startswith("/_proxy/"):
-        return await handler(request)
-    return await handle(request)
-
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    services: Services = request.app[SERVICES]
-    listener = request.app[LISTENER]
+async def handle(services: Services, listener: Listener, request: web.BaseRequest) -> web.StreamResponse:
     raw = request.raw_path
     path, _, query = raw.partition("?")
     ctx = pipeline.Context(request=request, listener=listener, policy=services.holder.current,
@@ -120,7 +110,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 log.exception("a request finisher failed")
 
 
-async def write_reply(request: web.Request, ctx: pipeline.Context, reply: pipeline.Reply) -> web.StreamResponse:
+async def write_reply(request: web.BaseRequest, ctx: pipeline.Context, reply: pipeline.Reply) -> web.StreamResponse:
     if reply.stream is None:
         body = reply.body or b""
         close = reply.headers.popone("Connection", "").lower() == "close"

@@ -30,7 +30,7 @@ class BodyConsumed(Exception):
 
 
 class RequestBody:
-    def __init__(self, request: web.Request, max_size: int, replay_buffer: int) -> None:
+    def __init__(self, request: web.BaseRequest, max_size: int, replay_buffer: int) -> None:
         self.request = request
         self.max_size = max_size
         self.replay_buffer = replay_buffer

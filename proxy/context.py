@@ -68,7 +68,7 @@ _ids = itertools.count(1)
 class Context:
     """Everything one request carries through the filters."""
 
-    request: web.Request
+    request: web.BaseRequest
     listener: Listener
     policy: Policy
     started: float                        # time.perf_counter() at arrival (real time, for the log)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from typing import Any
@@ -32,13 +33,28 @@ def _iso(ts: float) -> str:
 
 def _logfmt_value(value: Any) -> str:
     text = "-" if value is None or value == "" else str(value)
-    if any(c in text for c in ' "='):
+    if " " in text or '"' in text or "=" in text:
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
 
-class TextFormatter(logging.Formatter):
+class _OnceFormatter(logging.Formatter):
+    """Formats a record once, however many handlers write it."""
+
     def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_exact_proxy_line")
+        if cached is not None and cached[0] is self:
+            return cached[1]
+        line = self.render(record)
+        record.__dict__["_exact_proxy_line"] = (self, line)
+        return line
+
+    def render(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
+
+class TextFormatter(_OnceFormatter):
+    def render(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
         if access is not None:
             a = access
@@ -60,8 +76,8 @@ class TextFormatter(logging.Formatter):
         return scrub(line)
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+class JsonFormatter(_OnceFormatter):
+    def render(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
         if access is not None:
             obj = {"ts": _iso(access["ts"]), "level": "info", "event": "request"}
@@ -81,6 +97,32 @@ class _FlushingStreamHandler(logging.StreamHandler):
         pass
 
 
+class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler that counts the bytes it wrote instead of stat-ing and seeking the file for
+    every record (Python 3.11 does both), which cost a fifth of the proxy's CPU per request."""
+
+    def __init__(self, filename: str, max_bytes: int, backups: int) -> None:
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        try:
+            self._written = os.path.getsize(self.baseFilename)
+        except OSError:
+            self._written = 0
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging API
+        if self.maxBytes <= 0:
+            return False
+        size = len(self.format(record).encode("utf-8", "replace")) + 1
+        if self._written and self._written + size > self.maxBytes:
+            self._written = -size  # the rollover that follows starts the new file with this record
+            return True
+        self._written += size
+        return False
+
+    def doRollover(self) -> None:  # noqa: N802 - logging API
+        super().doRollover()
+        self._written = max(0, -self._written)
+
+
 def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = None) -> None:
     fmt = fmt_override or settings.format
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
@@ -94,8 +136,7 @@ def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = 
     out.setFormatter(formatter)
     root.addHandler(out)
     if settings.file:
-        fh = logging.handlers.RotatingFileHandler(settings.file, maxBytes=settings.max_bytes,
-                                                  backupCount=settings.backups, encoding="utf-8")
+        fh = SizeRotatingFileHandler(settings.file, settings.max_bytes, settings.backups)
         fh.setFormatter(formatter)
         root.addHandler(fh)
 

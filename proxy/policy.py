@@ -36,13 +36,13 @@ class Upstream:
     base_url: str                  # scheme://host[:port], no path, no trailing slash
     ca_bundle: str | None = None   # verify the upstream's certificate against this file (default: system)
 
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.base_url).hostname or "").lower()
+    host: str = field(init=False, repr=False, compare=False)
+    authority: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def authority(self) -> str:
-        return urlsplit(self.base_url).netloc.lower()
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        object.__setattr__(self, "host", (parts.hostname or "").lower())
+        object.__setattr__(self, "authority", parts.netloc.lower())
 
     @property
     def is_known_exact_host(self) -> bool:

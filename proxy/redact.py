@@ -24,6 +24,7 @@ _PAIR = re.compile(r"(?i)\b((?:%s))(=|%%3D)([^&\s\"',;]+)" % _names)
 _JSON_PAIR = re.compile(r"(?i)(\"(?:%s)\"\s*:\s*\")([^\"]*)(\")" % _names)
 _AUTH = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/!=%]{4,}")
 
+_SUSPECT = re.compile(r"(?i)bearer|basic|code|token|secret|password|assertion|authorization|%5f")
 _known: set[str] = set()
 _lock = threading.Lock()
 _known_re: re.Pattern[str] | None = None
@@ -44,7 +45,7 @@ def remember_secret(value: str | None) -> None:
 
 
 def redact_query(raw_query: str) -> str:
-    if not raw_query:
+    if not raw_query or _SUSPECT.search(raw_query) is None:
         return raw_query
 
     def mask(m: re.Match[str]) -> str:
@@ -56,10 +57,12 @@ def redact_query(raw_query: str) -> str:
 
 
 def scrub(text: str) -> str:
+    known = _known_re
+    if known is None and _SUSPECT.search(text) is None:
+        return text  # nothing that could be a credential: the common case, kept cheap
     text = _AUTH.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     text = _JSON_PAIR.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
-    known = _known_re
     if known is not None:
         text = known.sub(MASK, text)
     return text

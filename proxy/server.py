@@ -15,7 +15,7 @@ import logging
 
 from aiohttp import web
 
-from .app import Services, create_app
+from .app import Services, make_handler
 from .clock import Clock
 from .listen import GuardedSite
 from .policy_watch import PolicyHolder
@@ -27,7 +27,7 @@ class ProxyServer:
     def __init__(self, holder: PolicyHolder, clock: Clock | None = None) -> None:
         self.holder = holder
         self.services = Services(holder, clock)
-        self.runners: list[web.AppRunner] = []
+        self.runners: list[web.ServerRunner] = []
         self.bound: dict[str, tuple[str, int]] = {}
         self._watcher: asyncio.Task | None = None
 
@@ -37,11 +37,10 @@ class ProxyServer:
         fwd = policy.forwarding
         try:
             for listener in policy.listeners:
-                app = create_app(self.services, listener)
-                runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                       shutdown_timeout=fwd.drain_timeout, handler_cancellation=True,
-                                       max_line_size=fwd.max_url_length + 64,
-                                       max_field_size=max(8190, fwd.max_url_length))
+                server = web.Server(make_handler(self.services, listener), handler_cancellation=True,
+                                    access_log=None, max_line_size=fwd.max_url_length + 64,
+                                    max_field_size=max(8190, fwd.max_url_length))
+                runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=fwd.drain_timeout)
                 await runner.setup()
                 self.runners.append(runner)
                 site = GuardedSite(runner, listener.host, listener.port)

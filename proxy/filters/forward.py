@@ -3,8 +3,8 @@
 Contract
 - Method, path and query go upstream byte for byte as the client sent them (no re-encoding); headers
   pass ``hop.to_upstream``; the body is ``ctx.body.payload()`` (buffered or streamed).
-- The upstream answer comes back as a ``Reply`` whose ``stream`` yields the body in chunks as they
-  arrive, undecoded (``Content-Encoding`` passes through with the bytes it describes). The connection
+- The upstream answer comes back as a ``Reply``. A body declared at most 64 KiB is read whole into
+  ``body``; any other body stays a ``stream`` that yields chunks as they arrive, undecoded (``Content-Encoding`` passes through with the bytes it describes). The connection
   returns to the pool when the stream ends or the reply is discarded.
 - An upstream that cannot be reached, resets, or is too slow gives a local 502 or 504 in Exact's
   envelope naming the cause, with ``reply.failure`` set to ``connect`` (nothing was sent: safe to
@@ -14,6 +14,7 @@ Contract
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,7 @@ from ..body import BodyConsumed, BodyTooLarge
 from ..errors import exact_error
 
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+SMALL_BODY = 64 * 1024  # answers up to this size (declared) are read whole: one write to the client
 NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -46,8 +48,7 @@ class Forward:
             return exact_error(502, "the request body was streamed once already and cannot be sent again")
         if ctx.body is not None and not ctx.body.replayable and ctx.body.declared is not None:
             headers["Content-Length"] = str(ctx.body.declared)
-        timeout = aiohttp.ClientTimeout(total=fwd.total_timeout, connect=fwd.connect_timeout,
-                                        sock_read=fwd.read_timeout)
+        timeout = _timeout(fwd)
         ctx.attempt += 1
         t0 = time.perf_counter()
         try:
@@ -78,6 +79,16 @@ class Forward:
             resp.release()
             return _reply(resp.status, out_headers, resp.reason, b"", None, None)
         length = resp.content_length
+        if length is not None and length <= SMALL_BODY:
+            try:
+                body = await resp.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                resp.release()
+                return self._failed(ctx, t0, 502, "reset", f"{up.base_url} broke off its answer: "
+                                    f"{type(exc).__name__}")
+            finally:
+                resp.release()
+            return _reply(resp.status, out_headers, resp.reason, body, None, len(body))
         if length is None:
             out_headers.popall("Content-Length", None)
         return _reply(resp.status, out_headers, resp.reason, None, _chunks(resp), length, resp)
@@ -109,6 +120,11 @@ async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         resp.release()
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(fwd) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=fwd.total_timeout, connect=fwd.connect_timeout, sock_read=fwd.read_timeout)
 
 
 def _timeout_text(exc: BaseException, fwd) -> str:
