@@ -114,6 +114,8 @@ async def write_reply(request: web.BaseRequest, ctx: pipeline.Context, reply: pi
     if reply.stream is None:
         body = reply.body or b""
         close = reply.headers.popone("Connection", "").lower() == "close"
+        if request.method != "HEAD":
+            reply.headers.popall("Content-Length", None)
         resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
         if close:
             resp.force_close()
@@ -125,6 +127,7 @@ async def write_reply(request: web.BaseRequest, ctx: pipeline.Context, reply: pi
         ctx.bytes_out = len(body)
         await resp.write_eof()
         return resp
+    reply.headers.popall("Content-Length", None)  # reply.length is the one truth; None means chunked
     resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
     if reply.length is not None:
         resp.content_length = reply.length

@@ -85,6 +85,8 @@ class Context:
     upstream_ms: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    header_changes: dict[str, str | None] = field(default_factory=dict)  # for the upstream; None drops
+    absolute_form: bool = False           # the tool addressed Exact's own host (HTTP_PROXY style)
     extra: dict[str, Any] = field(default_factory=dict)
     finishers: list[Callable[[Context, int], None]] = field(default_factory=list)
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .matching import Match, read_match
 from .policy_yaml import PolicyError, Problem, Reader, parse
 
 __all__ = ["Policy", "PolicyError", "load_policy", "parse_policy"]
@@ -90,6 +91,28 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class LinkRule:
+    match: Match
+    rewrite: bool = True
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Rewriting of Exact's absolute links (``__next``, ``__metadata.uri``, Atom links, Location)."""
+
+    rewrite: bool = True
+    rules: tuple[LinkRule, ...] = ()
+
+    def resolve(self, listener: str, headers) -> tuple[bool, str | None]:
+        """(rewrite?, base URL or None for "from the request's Host") for one request."""
+        for rule in self.rules:
+            if rule.match.matches(listener, headers):
+                return rule.rewrite, rule.base_url
+        return self.rewrite, None
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
     default_app: str = "default"
@@ -100,6 +123,7 @@ class Policy:
     log: LogSettings = LogSettings()
     state: StateSettings = StateSettings()
     reload_interval: float = 1.0
+    links: LinkSettings = LinkSettings()
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -142,11 +166,31 @@ def parse_policy(text: str, filename: str) -> Policy:
     log = _read_log(r.mapping("log"))
     state = _read_state(r.mapping("state"))
     reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
+    links = _read_links(r.mapping("links"))
     r.finish()
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
-                  forwarding=forwarding, log=log, state=state, reload_interval=reload_interval)
+                  forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
+                  links=links)
+
+
+def _read_links(r: Reader) -> LinkSettings:
+    rewrite = r.boolean("rewrite", True)
+    rules: list[LinkRule] = []
+    for rr in r.sequence("rules") or []:
+        match = read_match(rr.mapping("match"))
+        rule_rewrite = rr.boolean("rewrite", True)
+        base = rr.text("base_url", None)
+        rr.finish()
+        if base is not None:
+            p = urlsplit(base)
+            if p.scheme not in ("http", "https") or not p.netloc or p.path not in ("", "/"):
+                rr.problem(("base_url",), f"must be scheme and host, like http://localhost:8080, got {base!r}")
+            base = base.rstrip("/")
+        rules.append(LinkRule(match=match, rewrite=rule_rewrite, base_url=base))
+    r.finish()
+    return LinkSettings(rewrite=rewrite, rules=tuple(rules))
 
 
 def _read_upstreams(r: Reader) -> dict[str, Upstream]:

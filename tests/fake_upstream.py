@@ -97,6 +97,36 @@ async def nocontent(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def links(request: web.Request) -> web.StreamResponse:
+    """An Exact-like page whose links point at this server's own base URL (as Exact's do)."""
+    request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), b""))
+    base = f"http://{request.host}"
+    rows = int(request.query.get("rows", "3"))
+    if request.query.get("atom"):
+        entries = "".join(f'<entry><id>{base}/api/v1/1/crm/Accounts(guid\'{i}\')</id></entry>' for i in range(rows))
+        body = (f'<feed xml:base="{base}/api/v1/1/"><link rel="next" href="{base}/api/v1/1/crm/Accounts?'
+                f"$skiptoken=guid'9'\"/>{entries}</feed>").encode()
+        ctype = "application/atom+xml;type=feed;charset=utf-8"
+    else:
+        results = [{"__metadata": {"uri": f"{base}/api/v1/1/crm/Accounts(guid'{i}')"}, "Name": "x" * 50}
+                   for i in range(rows)]
+        body = json.dumps({"d": {"results": results, "__next": f"{base}/api/v1/1/crm/Accounts?$skiptoken=x"}}).encode()
+        ctype = "application/json; charset=utf-8"
+    headers = {"Content-Type": ctype, "Location": f"{base}/api/v1/1/crm/Accounts(guid'1')"}
+    if request.query.get("gzip"):
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    resp = web.StreamResponse(status=201 if request.method == "POST" else 200, headers=headers)
+    if not request.query.get("chunked"):
+        resp.content_length = len(body)
+    await resp.prepare(request)
+    step = int(request.query.get("step", "0")) or len(body)
+    for i in range(0, len(body), step):
+        await resp.write(body[i:i + step])
+    await resp.write_eof()
+    return resp
+
+
 def make_app() -> web.Application:
     app = web.Application(client_max_size=100 * 1024 * 1024)
     app[SEEN] = []
@@ -107,5 +137,6 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/reset", reset)
     app.router.add_route("*", "/midbody", midbody)
     app.router.add_route("*", "/nocontent", nocontent)
+    app.router.add_route("*", "/links", links)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

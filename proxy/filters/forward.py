@@ -42,6 +42,10 @@ class Forward:
         session: aiohttp.ClientSession = self.services.http
         url = URL(up.base_url + ctx.raw_path + ("?" + ctx.raw_query if ctx.raw_query else ""), encoded=True)
         headers = hop.to_upstream(ctx.request.headers, up.authority)
+        for name, value in ctx.header_changes.items():
+            headers.popall(name, None)
+            if value is not None:
+                headers[name] = value
         try:
             data = ctx.body.payload() if ctx.body is not None else None
         except BodyConsumed:

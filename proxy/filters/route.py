@@ -40,6 +40,7 @@ class Route:
                 return exact_error(403, f"refused to forward to {parts.hostname or target!r}: it is not "
                                    "a configured Exact Online host (see upstreams in policies.yaml)")
             ctx.upstream = upstream
+            ctx.absolute_form = True
             ctx.raw_path = parts.path or "/"
             return await call_next(ctx)
         if not target.startswith("/"):
