@@ -47,6 +47,21 @@ class Reply:
             h["Content-Type"] = content_type
         return cls(status=status, headers=h, body=body, length=len(body), local=True)
 
+    async def read_body(self, limit: int = 1024 * 1024) -> bytes:
+        """Read a streamed body into ``body`` (at most ``limit`` bytes kept) so a filter can look at it;
+        the reply stays sendable afterwards."""
+        if self.stream is not None:
+            chunks, size = [], 0
+            async for chunk in self.stream:
+                if size < limit:
+                    chunks.append(chunk)
+                size += len(chunk)
+            self.stream = None
+            self.body = b"".join(chunks)[:limit]
+            self.length = len(self.body)
+            await self.discard()
+        return self.body or b""
+
     async def discard(self) -> None:
         if self.release is not None:
             release, self.release = self.release, None
@@ -76,6 +91,8 @@ class Context:
     raw_path: str                         # as the client sent it, percent-encoding intact
     raw_query: str                        # as the client sent it, without the '?'
     id: int = field(default_factory=lambda: next(_ids))
+    client_path: str = ""                 # the target as the tool sent it, for the log
+    client_query: str = ""
     upstream: Upstream | None = None
     cls: Classification | None = None
     body: RequestBody | None = None
@@ -93,6 +110,9 @@ class Context:
     @property
     def target(self) -> str:
         return self.raw_path + ("?" + self.raw_query if self.raw_query else "")
+
+    def __post_init__(self) -> None:
+        self.client_path, self.client_query = self.raw_path, self.raw_query
 
     def decide(self, text: str) -> None:
         self.decisions.append(text)

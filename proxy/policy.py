@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .mandatory import DEFAULT_FILTER
 from .matching import Match, read_match
 from .policy_yaml import PolicyError, Problem, Reader, parse
 
@@ -113,6 +114,18 @@ class LinkSettings:
 
 
 @dataclass(frozen=True)
+class MandatoryFilterSettings:
+    """Endpoints where Exact demands a ``$filter``: the filter to add to an unfiltered GET."""
+
+    endpoints: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MANDATORY))
+    learn: bool = True
+
+
+DEFAULT_MANDATORY = {e: DEFAULT_FILTER for e in (
+    "crm/accounts", "bulk/crm/accounts", "logistics/items", "bulk/logistics/items")}
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
     default_app: str = "default"
@@ -124,6 +137,7 @@ class Policy:
     state: StateSettings = StateSettings()
     reload_interval: float = 1.0
     links: LinkSettings = LinkSettings()
+    mandatory_filters: MandatoryFilterSettings = MandatoryFilterSettings()
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -167,12 +181,39 @@ def parse_policy(text: str, filename: str) -> Policy:
     state = _read_state(r.mapping("state"))
     reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
     links = _read_links(r.mapping("links"))
+    mandatory = _read_mandatory(r.mapping("mandatory_filters"))
     r.finish()
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links)
+                  links=links, mandatory_filters=mandatory)
+
+
+def _read_mandatory(r: Reader) -> MandatoryFilterSettings:
+    learn = r.boolean("learn", True)
+    r.seen.add("endpoints")
+    raw = r.data.get("endpoints")
+    endpoints = dict(DEFAULT_MANDATORY)
+    if raw is not None:
+        endpoints = {}
+        if not isinstance(raw, dict):
+            r.problem(("endpoints",), "must map endpoint keys (like crm/accounts) to a $filter, or to "
+                      "'default'")
+            raw = {}
+        for key, expr in raw.items():
+            if expr is None or expr == "default":
+                expr = DEFAULT_FILTER
+            if not isinstance(expr, str) or not expr.strip():
+                r.problem(("endpoints", key), f"must be a $filter expression or 'default', got {expr!r}")
+                continue
+            if key != key.lower() or key.startswith("/") or " " in key:
+                r.problem(("endpoints", key), "must be an endpoint key: lower case, no leading slash, like "
+                          "crm/accounts or bulk/logistics/items")
+                continue
+            endpoints[key] = expr.strip()
+    r.finish()
+    return MandatoryFilterSettings(endpoints=endpoints, learn=learn)
 
 
 def _read_links(r: Reader) -> LinkSettings:

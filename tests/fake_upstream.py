@@ -16,9 +16,22 @@ SEEN = web.AppKey("seen", list)
 BIG_CHUNK = b"x" * (64 * 1024)
 
 
+MANDATORY = {  # endpoint (lower case) -> allowed fields, as Exact lists them
+    "crm/addresses": "Account,AddressLine1,Created,ID,Modified",
+    "hrm/schedules": "Created,Employee,Modified",
+    "weird/things": "Colour,Shape",
+}
+MANDATORY_TEXT = ("This endpoint has mandatory filtering applied. A GET request for this endpoint must have a "
+                  "$filter parameter with one of the following fields in the url:{}.")
+
+
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
     request.app[SEEN].append((request.method, request.raw_path, request.headers.copy(), body))
+    endpoint = "/".join(request.path.lower().split("/")[4:])
+    if request.method == "GET" and endpoint in MANDATORY and "$filter" not in request.query:
+        return web.json_response({"error": {"code": "", "message": {"lang": "", "value": MANDATORY_TEXT.format(
+            MANDATORY[endpoint])}}}, status=400)
     payload = {
         "method": request.method,
         "target": request.raw_path,

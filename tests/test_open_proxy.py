@@ -33,9 +33,9 @@ async def test_absolute_form_for_configured_host_forwarded(upstream, start_proxy
     base = str(upstream.make_url("")).rstrip("/")
     proxy = await start_proxy(base)
     async with aiohttp.ClientSession() as s:
-        async with s.get(base + "/api/v1/1/crm/Accounts?$top=1", proxy=proxy.url()) as r:
+        async with s.get(base + "/api/v1/1/crm/Contacts?$top=1", proxy=proxy.url()) as r:
             assert r.status == 200
-            assert (await r.json())["target"] == "/api/v1/1/crm/Accounts?$top=1"
+            assert (await r.json())["target"] == "/api/v1/1/crm/Contacts?$top=1"
     assert len(upstream.app[SEEN]) == 1
 
 
@@ -76,9 +76,9 @@ async def test_listeners_route_to_their_own_country(aiohttp_server, start_proxy)
                        "  - {name: be, port: 0, upstream: be}\n",
     )
     async with aiohttp.ClientSession() as s:
-        async with s.get(proxy.url("default") + "/api/v1/1/crm/Accounts") as r:
+        async with s.get(proxy.url("default") + "/api/v1/1/crm/Contacts") as r:
             assert r.status == 200
-        async with s.get(proxy.url("be") + "/api/v1/2/crm/Accounts") as r:
+        async with s.get(proxy.url("be") + "/api/v1/2/crm/Contacts") as r:
             assert r.status == 200
-    assert [t for _, t, *_ in nl.app[SEEN]] == ["/api/v1/1/crm/Accounts"]
-    assert [t for _, t, *_ in be.app[SEEN]] == ["/api/v1/2/crm/Accounts"]
+    assert [t for _, t, *_ in nl.app[SEEN]] == ["/api/v1/1/crm/Contacts"]
+    assert [t for _, t, *_ in be.app[SEEN]] == ["/api/v1/2/crm/Contacts"]

@@ -21,6 +21,8 @@ def test_repo_default_policy_is_valid_and_matches_defaults():
     assert policy.upstreams["nl"].base_url == "https://start.exactonline.nl"
     assert policy.forwarding == defaults.forwarding
     assert policy.log == defaults.log
+    assert policy.mandatory_filters == defaults.mandatory_filters
+    assert policy.links == defaults.links
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -1,0 +1,79 @@
+"""Filter ``rewrite_filter``: add the ``$filter`` Exact demands to unfiltered GETs of legacy tools.
+
+Contract
+- A GET (list, ``$count``; not a single row by key) of a REST or bulk endpoint listed in
+  ``mandatory_filters.endpoints``, or learned earlier, that has no ``$filter`` in any encoding gets
+  ``$filter=<the endpoint's filter>`` appended. Every other byte of the query stays as sent. The
+  decision reads ``rewritten (+$filter=…)``.
+- Learning (``mandatory_filters.learn``): when Exact answers an unfiltered GET with its
+  mandatory-filtering 400, the allowed fields are read from the message, a filter that keeps every row
+  is chosen (``proxy.mandatory.neutral_filter``), remembered (in the store when there is one, so it
+  survives restarts) and the GET is replayed once with it. Each new endpoint costs one error, ever.
+  A write is never touched or replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..mandatory import add_filter, has_filter, neutral_filter, parse_allowed_fields
+
+log = logging.getLogger("exact_proxy.rewrite_filter")
+NAMESPACE = "learned_filters"
+
+
+class RewriteFilter:
+    name = "rewrite_filter"
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self.learned: dict[str, str] = {}
+
+    async def load(self, store) -> None:
+        """Read the endpoints learned in earlier runs."""
+        self.learned.update({k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, str)})
+
+    async def handle(self, ctx, call_next):
+        cls = ctx.cls
+        if (ctx.method != "GET" or cls is None or cls.kind not in ("rest", "bulk") or cls.entity_key
+                or not cls.endpoint or has_filter(ctx.raw_query)):
+            return await call_next(ctx)
+        settings = ctx.policy.mandatory_filters
+        key = cls.endpoint
+        expr = settings.endpoints.get(key) or self.learned.get(key)
+        if expr:
+            ctx.raw_query = add_filter(ctx.raw_query, expr)
+            ctx.decide(f"rewritten (+$filter={expr})")
+            return await call_next(ctx)
+        reply = await call_next(ctx)
+        if reply.status != 400 or not settings.learn:
+            return reply
+        body = await reply.read_body(64 * 1024)
+        fields = parse_allowed_fields(_message(body))
+        if fields is None:
+            return reply
+        expr = neutral_filter(fields)
+        if expr is None:
+            log.warning("endpoint %s demands a $filter on one of %s; none of them is known to keep every "
+                        "row, so the tool gets Exact's 400. Add a filter for it under "
+                        "mandatory_filters.endpoints in policies.yaml", key, ",".join(fields))
+            return reply
+        self.learned[key] = expr
+        store = getattr(self.services, "store", None)
+        if store is not None:
+            store.put(NAMESPACE, key, expr)
+        log.warning("learned: Exact demands a $filter on %s; adding %r from now on (add it under "
+                    "mandatory_filters.endpoints in policies.yaml to make it explicit)", key, expr)
+        await reply.discard()
+        ctx.raw_query = add_filter(ctx.raw_query, expr)
+        ctx.decide(f"learned mandatory filter, replayed (+$filter={expr})")
+        return await call_next(ctx)
+
+
+def _message(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+        return str(doc["error"]["message"]["value"])
+    except (ValueError, KeyError, TypeError):
+        return body[:4096].decode("utf-8", "replace")
