@@ -24,6 +24,7 @@ from . import admin, pipeline
 from .clock import Clock, SystemClock
 from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
+from .tokens.broker import TokenBroker
 
 log = logging.getLogger("exact_proxy.app")
 
@@ -34,6 +35,8 @@ class Services:
         self.http: aiohttp.ClientSession | None = None
         self.started_at = time.time()
         self._ssl: dict[str, ssl.SSLContext] = {}
+        self.store = None
+        self.tokens = TokenBroker(self)
         self.filters, self.entry = pipeline.build(self)
 
     @property
@@ -53,8 +56,11 @@ class Services:
         if hasattr(self.http, "_retry_connection"):
             self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
+        await self.tokens.load()
+        self.tokens.start()
 
     async def close(self) -> None:
+        await self.tokens.stop()
         if self.http is not None:
             await self.http.close()
             self.http = None

@@ -19,7 +19,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .context import Context, Filter, Next, Reply
-from .filters import access_log, classify, forward, read_body, rewrite_filter, rewrite_links, route
+from .filters import (
+    access_log,
+    classify,
+    forward,
+    read_body,
+    rewrite_filter,
+    rewrite_links,
+    route,
+    token_broker,
+)
 
 __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
@@ -31,6 +40,7 @@ ORDER = (
     route.Route,            # pick the configured Exact host; refuse anything else (never an open proxy)
     classify.Classify,      # app, division, endpoint, kind
     read_body.ReadBody,     # refuse oversize bodies; buffer small ones so they can be replayed
+    token_broker.TokenBroker,  # token requests answered from the chain; expired tokens replaced
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
     rewrite_links.RewriteLinks,  # Exact's absolute links point back at the proxy
     forward.Forward,        # send it to Exact, stream the answer back

@@ -126,6 +126,23 @@ DEFAULT_MANDATORY = {e: DEFAULT_FILTER for e in (
 
 
 @dataclass(frozen=True)
+class TokenSettings:
+    """The OAuth token broker (``/api/oauth2/token``)."""
+
+    broker: bool = True
+    refresh_margin: float = 25.0
+    min_refresh_interval: float = 570.0
+    old_token_window: float = 86400.0
+    daily_token_calls: int = 190
+    substitute_expired: bool = True
+    refresh_token_lifetime: float = 30 * 86400.0
+    warn_before_expiry: float = 7 * 86400.0
+    keepalive: bool = True
+    keepalive_after: float = 20 * 86400.0
+    identify_user: bool = True
+
+
+@dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
     default_app: str = "default"
@@ -138,6 +155,7 @@ class Policy:
     reload_interval: float = 1.0
     links: LinkSettings = LinkSettings()
     mandatory_filters: MandatoryFilterSettings = MandatoryFilterSettings()
+    tokens: TokenSettings = TokenSettings()
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -182,12 +200,34 @@ def parse_policy(text: str, filename: str) -> Policy:
     reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
     links = _read_links(r.mapping("links"))
     mandatory = _read_mandatory(r.mapping("mandatory_filters"))
+    tokens = _read_tokens(r.mapping("tokens"))
     r.finish()
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links, mandatory_filters=mandatory)
+                  links=links, mandatory_filters=mandatory, tokens=tokens)
+
+
+def _read_tokens(r: Reader) -> TokenSettings:
+    d = TokenSettings()
+    t = TokenSettings(
+        broker=r.boolean("broker", d.broker),
+        refresh_margin=r.number("refresh_margin", d.refresh_margin, minimum=0),
+        min_refresh_interval=r.number("min_refresh_interval", d.min_refresh_interval, minimum=0),
+        old_token_window=r.number("old_token_window", d.old_token_window, minimum=0),
+        daily_token_calls=r.integer("daily_token_calls", d.daily_token_calls, minimum=1, maximum=100000),
+        substitute_expired=r.boolean("substitute_expired", d.substitute_expired),
+        refresh_token_lifetime=r.number("refresh_token_lifetime", d.refresh_token_lifetime, minimum=60),
+        warn_before_expiry=r.number("warn_before_expiry", d.warn_before_expiry, minimum=0),
+        keepalive=r.boolean("keepalive", d.keepalive),
+        keepalive_after=r.number("keepalive_after", d.keepalive_after, minimum=60),
+        identify_user=r.boolean("identify_user", d.identify_user),
+    )
+    r.finish()
+    if t.keepalive and t.keepalive_after >= t.refresh_token_lifetime:
+        r.problem(("keepalive_after",), "must be shorter than refresh_token_lifetime, or the chain expires first")
+    return t
 
 
 def _read_mandatory(r: Reader) -> MandatoryFilterSettings:

@@ -1,0 +1,110 @@
+"""Filter ``token_broker``: own the OAuth token chain so that no tool can break it.
+
+Contract
+- ``POST /api/oauth2/token`` is answered by ``proxy.tokens.broker``: credentials in the body or as HTTP
+  Basic; a code exchange is forwarded once and starts a chain; a refresh (current or earlier token of a
+  chain) is answered from the chain or refreshed upstream at most once. A malformed token request gets
+  400 in the OAuth error shape. Token answers never carry a rate-limit or error-budget status that a
+  client would mistake for a bad token: the broker never answers 401 for a budget reason.
+- On API calls with ``Authorization: Bearer``: a token of a known chain sets the request's app to the
+  chain's client_id. When that token has expired or was rotated away, and ``tokens.substitute_expired``
+  is on, the chain's current token replaces it (refreshing first when needed), so the tool never sees
+  the 401 and never spends an error on it. Only ever within the same chain.
+- With ``tokens.broker: false`` everything passes through untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from urllib.parse import parse_qsl, unquote
+
+from ..context import Reply
+
+
+class TokenBroker:
+    name = "token_broker"
+
+    def __init__(self, services) -> None:
+        self.services = services
+
+    @property
+    def broker(self):
+        return self.services.tokens
+
+    async def handle(self, ctx, call_next):
+        settings = ctx.policy.tokens
+        if not settings.broker or ctx.cls is None:
+            return await call_next(ctx)
+        if ctx.cls.kind == "token":
+            if ctx.method != "POST":
+                return await call_next(ctx)
+            return await self._token_request(ctx, settings)
+        auth = ctx.request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            await self._bearer(ctx, auth[7:].strip(), settings)
+        return await call_next(ctx)
+
+    async def _token_request(self, ctx, settings) -> Reply:
+        body = await ctx.body.read_all(64 * 1024)
+        form = {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = _basic(ctx.request.headers.get("Authorization"))
+        if basic is not None:
+            client_id = client_id or basic[0]
+            secret = secret or basic[1]
+        if client_id and secret and "client_secret" not in form:
+            form["client_id"], form["client_secret"] = client_id, secret
+        grant = form.get("grant_type")
+        if not client_id:
+            return _oauth(ctx, 400, {"error": "invalid_request", "error_description":
+                          "exact-proxy: client_id missing (send it in the body or as HTTP Basic)"}, {}, "refused (no client_id)")
+        ctx.cls = dataclasses.replace(ctx.cls, app=client_id)
+        if grant == "authorization_code":
+            answer = await self.broker.exchange_code(ctx.upstream, form, client_id, secret, settings)
+        elif grant == "refresh_token" and form.get("refresh_token"):
+            answer = await self.broker.refresh(ctx.upstream, form, client_id, secret, settings)
+        else:
+            return _oauth(ctx, 400, {"error": "unsupported_grant_type", "error_description":
+                          f"exact-proxy: grant_type {grant!r} with these fields is not supported"}, {},
+                          "refused (bad grant)")
+        if answer.upstream_calls:
+            ctx.attempt += answer.upstream_calls
+            ctx.upstream_ms += getattr(self.broker, "last_upstream_ms", 0.0)
+        return _oauth(ctx, answer.status, answer.body, answer.headers, answer.decision)
+
+    async def _bearer(self, ctx, token: str, settings) -> None:
+        chain = self.broker.book.by_access(token)
+        if chain is None:
+            return
+        ctx.cls = dataclasses.replace(ctx.cls, app=chain.client_id)
+        if not settings.substitute_expired:
+            return
+        now = self.services.clock.time()
+        if token == chain.access_token and chain.access_expires_at > now + 1:
+            return
+        upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
+        fresh = await self.broker.fresh_access(chain, upstream, settings)
+        if fresh and fresh != token:
+            ctx.header_changes["Authorization"] = f"Bearer {fresh}"
+            ctx.decide(f"token substituted (chain {chain.id})")
+
+
+def _oauth(ctx, status: int, body: dict, headers: dict, decision: str) -> Reply:
+    ctx.decide(decision)
+    h = {"Cache-Control": "no-store", "Pragma": "no-cache", **headers}
+    reply = Reply.make_local(status, json.dumps(body).encode(), h)
+    return reply
+
+
+def _basic(value: str | None) -> tuple[str, str] | None:
+    if not value or value[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    user, _, password = decoded.partition(":")
+    return unquote(user), unquote(password)
