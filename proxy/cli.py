@@ -109,6 +109,14 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return emulator_cli.run(args)
 
 
+def cmd_token_key(args: argparse.Namespace) -> int:
+    from .tokens.sealing import ENV, new_key
+
+    print(new_key())
+    print(f"# keep it secret; start the proxy with {ENV}=<that key> to encrypt tokens at rest", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exact-proxy", description="A local proxy that keeps tools "
                                      "inside Exact Online's API limits.")
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a policy file without starting")
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(func=cmd_check_config)
+
+    key = sub.add_parser("token-key", help="print a new key for EXACT_PROXY_TOKEN_KEY (tokens encrypted at rest)")
+    key.set_defaults(func=cmd_token_key)
 
     emulate = sub.add_parser("emulate", help="run the Exact Online emulator")
     try:
