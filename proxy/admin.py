@@ -1,47 +1,119 @@
 """Admin endpoints under the reserved prefix ``/_proxy/`` (Exact has no such path, so nothing collides).
 
-Contract: ``/_proxy/health`` answers 200 ``{"status":"ok",…}`` while the proxy serves; it is what the
-Docker HEALTHCHECK calls. ``/_proxy/status`` gives a JSON snapshot. Neither ever shows a token or secret.
-Later features add their part of the status here.
+Contract
+- ``/_proxy/health``: 200 ``{"status":"ok",…}`` while the proxy serves (the Docker HEALTHCHECK), or 503
+  ``{"status":"degraded",…}`` naming the reason (the state store cannot write).
+- ``/_proxy/status``: a JSON snapshot: policy, listeners, state store, counts of what was answered
+  locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
+  error counts, token chains). ``exact-proxy status`` renders it.
+- ``/_proxy/metrics`` (and ``/metrics``, which Exact has no path for either): Prometheus text.
+- Answered only to loopback clients unless the policy's ``admin.allow_remote`` says otherwise; anyone
+  else gets 403. Nothing here ever shows a token, code or secret: snapshots carry counts, times and ids.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import time
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+log = logging.getLogger("exact_proxy.admin")
+
+PREFIXES = ("/_proxy/", "/metrics")
 
 
-def _health(services) -> dict:
+def is_admin_path(path: str) -> bool:
+    return path.startswith("/_proxy/") or path == "/metrics" or path.startswith("/metrics?")
+
+
+def _store(services) -> dict:
+    store = services.store
+    if store is None:
+        return {"kind": "none", "healthy": True}
+    return {"kind": store.describe(), "healthy": bool(store.healthy)}
+
+
+def health(services) -> tuple[int, dict]:
     policy = services.policy
-    return {
-        "status": "ok",
+    store = _store(services)
+    body = {
+        "status": "ok" if store["healthy"] else "degraded",
         "uptime_s": round(time.time() - services.started_at, 1),
         "policy": policy.source,
         "policy_reloads": services.holder.reloads,
         "policy_refusals": services.holder.refusals,
+        "state": store,
     }
+    if not store["healthy"]:
+        body["reason"] = "the state store cannot write; counters are kept in memory only"
+    return (200 if store["healthy"] else 503), body
 
 
-def _status(services) -> dict:
+def status(services) -> dict:
     policy = services.policy
-    return {
+    out = {
+        "now": services.clock.time(),
         "policy": policy.source,
+        "uptime_s": round(time.time() - services.started_at, 1),
         "listeners": [{"name": lst.name, "host": lst.host, "port": lst.port, "upstream": lst.upstream}
                       for lst in policy.listeners],
         "upstreams": {n: u.base_url for n, u in policy.upstreams.items()},
+        "state": _store(services),
+        "totals": dict(services.metrics.totals),
+        "answered_locally": _local_counts(services),
+        "token_chains": services.tokens.snapshot(),
     }
+    for f in services.filters:
+        snap = getattr(f, "snapshot", None)
+        if snap is not None:
+            try:
+                out[f.name] = snap()
+            except Exception:  # a broken snapshot must not break the status page
+                log.exception("snapshot of %s failed", f.name)
+                out[f.name] = {"error": "snapshot failed; see the proxy log"}
+    return out
 
 
-ROUTES = {"/_proxy/health": _health, "/_proxy/status": _status}
+def _local_counts(services) -> dict:
+    counts: dict[str, float] = {}
+    for metric in services.metrics.requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels["outcome"].startswith("local"):
+                key = sample.labels["outcome"].removeprefix("local:") or "other"
+                counts[key] = counts.get(key, 0) + sample.value
+    return {k: int(v) for k, v in counts.items()}
+
+
+def _allowed(request: web.BaseRequest, services) -> bool:
+    if services.policy.admin.allow_remote:
+        return True
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if not peer:
+        return True  # a unix socket or an already-closed transport: nothing remote about it
+    try:
+        return ipaddress.ip_address(peer[0]).is_loopback
+    except ValueError:
+        return False
 
 
 async def dispatch(request: web.BaseRequest, services) -> web.Response:
-    view = ROUTES.get(request.path)
-    if view is None:
-        return web.json_response({"error": f"no admin endpoint {request.path}", "endpoints": sorted(ROUTES)},
-                                 status=404)
+    if not _allowed(request, services):
+        return web.json_response({"error": "admin endpoints answer loopback clients only "
+                                  "(policies.yaml: admin.allow_remote)"}, status=403)
     if request.method not in ("GET", "HEAD"):
         return web.json_response({"error": "admin endpoints answer GET only"}, status=405,
                                  headers={"Allow": "GET, HEAD"})
-    return web.json_response(view(services))
+    path = request.path
+    if path in ("/_proxy/metrics", "/metrics"):
+        return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    if path == "/_proxy/health":
+        code, body = health(services)
+        return web.json_response(body, status=code)
+    if path == "/_proxy/status":
+        return web.json_response(status(services))
+    return web.json_response({"error": f"no admin endpoint {path}",
+                              "endpoints": ["/_proxy/health", "/_proxy/status", "/_proxy/metrics"]},
+                             status=404)

@@ -13,6 +13,7 @@ Contract
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -22,6 +23,7 @@ from aiohttp import web
 
 from . import admin, pipeline
 from .clock import Clock, SystemClock
+from .metrics import Metrics
 from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
 from .tokens.broker import TokenBroker
@@ -36,7 +38,10 @@ class Services:
         self.started_at = time.time()
         self._ssl: dict[str, ssl.SSLContext] = {}
         self.store = None
+        self.metrics = Metrics()
+        self._summary_task: asyncio.Task | None = None
         self.tokens = TokenBroker(self)
+        self.metrics.sources.append(self._token_rows)
         self.filters, self.entry = pipeline.build(self)
 
     @property
@@ -58,8 +63,29 @@ class Services:
         self.holder.on_change(self._policy_changed)
         await self.tokens.load()
         self.tokens.start()
+        self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
+
+    def _token_rows(self):
+        for chain in self.tokens.snapshot():
+            labels = {"app": str(chain["app"]), "chain": str(chain["chain"])}
+            yield ("exact_proxy_token_calls_today", "Token-endpoint calls today per chain (Exact allows 200 "
+                   "per app and user)", labels, chain["token_calls_today"])
+            yield ("exact_proxy_access_token_expires_in_seconds", "Seconds until the chain's access token "
+                   "expires", labels, chain["access_expires_in_s"])
+
+    async def _summaries(self) -> None:
+        """Once a minute (on the proxy's clock), one line with what the last minute brought."""
+        summary = logging.getLogger("exact_proxy.summary")
+        while True:
+            await self.clock.sleep(60)
+            line = self.metrics.summary_line()
+            if line:
+                summary.info(line)
 
     async def close(self) -> None:
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            self._summary_task = None
         await self.tokens.stop()
         if self.http is not None:
             await self.http.close()
@@ -91,7 +117,7 @@ def make_handler(services: Services, listener: Listener):
     target, whatever its shape, goes down the filter list, which alone decides what is forwarded."""
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
-        if request.raw_path.startswith("/_proxy/"):
+        if admin.is_admin_path(request.raw_path):
             return await admin.dispatch(request, services)
         return await handle(services, listener, request)
 

@@ -105,6 +105,9 @@ class Context:
     header_changes: dict[str, str | None] = field(default_factory=dict)  # for the upstream; None drops
     absolute_form: bool = False           # the tool addressed Exact's own host (HTTP_PROXY style)
     extra: dict[str, Any] = field(default_factory=dict)
+    answered_by: str | None = None        # the filter that answered without Exact (set by the pipeline)
+    queued_ms: float = 0.0                # time spent waiting for call budget (set by call_budget)
+    upstream_failure: str | None = None   # connect | timeout | reset of the last upstream attempt
     finishers: list[Callable[[Context, int], None]] = field(default_factory=list)
 
     @property

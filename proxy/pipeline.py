@@ -55,12 +55,16 @@ def compose(filters: list[Filter]) -> Next:
 
     handler: Next = end
     for f in reversed(filters):
-        handler = functools.partial(_call, f.handle, handler)
+        handler = functools.partial(_call, f.handle, f.name, handler)
     return handler
 
 
-async def _call(handle: Callable[[Context, Next], Awaitable[Reply]], call_next: Next, ctx: Context) -> Reply:
-    return await handle(ctx, call_next)
+async def _call(handle: Callable[[Context, Next], Awaitable[Reply]], name: str, call_next: Next,
+                ctx: Context) -> Reply:
+    reply = await handle(ctx, call_next)
+    if reply.local and ctx.answered_by is None:
+        ctx.answered_by = name  # the innermost filter that answered without Exact
+    return reply
 
 
 def build(services: Any) -> tuple[list[Filter], Next]:

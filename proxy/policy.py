@@ -86,6 +86,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """``/_proxy/*`` and ``/metrics``: answered to loopback clients only, unless ``allow_remote``."""
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
 class StateSettings:
     path: str = "exact-proxy.sqlite"
     flush_interval: float = 1.0
@@ -156,6 +162,7 @@ class Policy:
     links: LinkSettings = LinkSettings()
     mandatory_filters: MandatoryFilterSettings = MandatoryFilterSettings()
     tokens: TokenSettings = TokenSettings()
+    admin: AdminSettings = AdminSettings()
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -201,12 +208,15 @@ def parse_policy(text: str, filename: str) -> Policy:
     links = _read_links(r.mapping("links"))
     mandatory = _read_mandatory(r.mapping("mandatory_filters"))
     tokens = _read_tokens(r.mapping("tokens"))
+    admin_r = r.mapping("admin")
+    admin = AdminSettings(allow_remote=admin_r.boolean("allow_remote", False))
+    admin_r.finish()
     r.finish()
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links, mandatory_filters=mandatory, tokens=tokens)
+                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin)
 
 
 def _read_tokens(r: Reader) -> TokenSettings:

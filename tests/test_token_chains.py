@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.tokens.chains import Chain, ChainBook
-from proxy.tokens.sealing import SealError, Sealer, fingerprint, new_key
+from proxy.tokens.sealing import Sealer, SealError, fingerprint, new_key
 
 
 def _chain(now=1000.0) -> Chain:

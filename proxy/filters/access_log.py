@@ -36,6 +36,7 @@ class AccessLog:
 
     def _finish(self, ctx, status: int) -> None:
         clock = self.services.clock
+        self.services.metrics.observe(ctx, status)
         cls = ctx.cls
         log_access({
             "ts": clock.time(),

@@ -77,6 +77,8 @@ class Forward:
             return self._failed(ctx, t0, 502, "reset", f"upstream error from {up.base_url}: "
                                 f"{type(exc).__name__}")
         ctx.upstream_ms += (time.perf_counter() - t0) * 1000
+        ctx.upstream_failure = None
+        self.services.metrics.upstream(resp.status)
         out_headers = hop.to_client(resp.headers)
         bodyless = ctx.method == "HEAD" or resp.status in NO_BODY_STATUS or 100 <= resp.status < 200
         if bodyless:
@@ -100,6 +102,8 @@ class Forward:
     def _failed(self, ctx, t0, status, failure, message):
         ctx.upstream_ms += (time.perf_counter() - t0) * 1000
         ctx.decide(f"upstream {failure}")
+        ctx.upstream_failure = failure
+        self.services.metrics.upstream_failure(failure)
         reply = exact_error(status, message)
         reply.failure = failure
         return reply
