@@ -37,6 +37,7 @@ class Upstream:
     name: str
     base_url: str                  # scheme://host[:port], no path, no trailing slash
     ca_bundle: str | None = None   # verify the upstream's certificate against this file (default: system)
+    connect_to: str | None = None  # "host:port" to connect to instead; Host, SNI and verification keep base_url's
 
     host: str = field(init=False, repr=False, compare=False)
     authority: str = field(init=False, repr=False, compare=False)
@@ -61,6 +62,10 @@ class Listener:
     port: int = 8080
     upstream: str = "nl"
     public_base_url: str | None = None   # how clients reach this listener; default: from the Host header
+    tls: bool = False                    # HTTPS, with a certificate from the local CA (or cert_file)
+    cert_file: str | None = None         # your own certificate chain instead of the local CA's
+    key_file: str | None = None
+    tls_names: tuple[str, ...] = ()      # names besides localhost/127.0.0.1/::1 for the local CA's certificate
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,20 @@ class LogSettings:
 class AdminSettings:
     """``/_proxy/*`` and ``/metrics``: answered to loopback clients only, unless ``allow_remote``."""
     allow_remote: bool = False
+
+
+@dataclass(frozen=True)
+class CASettings:
+    """The local certificate authority (``exact-proxy ca init``); relative to the policy file."""
+    dir: str = "ca"
+
+
+@dataclass(frozen=True)
+class ForwardProxySettings:
+    """``CONNECT`` (tools run with ``HTTPS_PROXY``): intercept configured Exact hosts; tunnel blind only
+    the hosts listed; refuse everything else."""
+    intercept: bool = True
+    tunnel_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,8 @@ class Policy:
     mandatory_filters: MandatoryFilterSettings = MandatoryFilterSettings()
     tokens: TokenSettings = TokenSettings()
     admin: AdminSettings = AdminSettings()
+    ca: CASettings = CASettings()
+    forward_proxy: ForwardProxySettings = ForwardProxySettings()
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -211,12 +232,31 @@ def parse_policy(text: str, filename: str) -> Policy:
     admin_r = r.mapping("admin")
     admin = AdminSettings(allow_remote=admin_r.boolean("allow_remote", False))
     admin_r.finish()
+    ca, forward_proxy = _read_ca(r.mapping("ca")), _read_forward_proxy(r.mapping("forward_proxy"))
     r.finish()
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin)
+                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin, ca=ca,
+                  forward_proxy=forward_proxy)
+
+
+def _read_ca(r: Reader) -> CASettings:
+    s = CASettings(dir=r.text("dir", CASettings.dir))
+    r.finish()
+    return s
+
+
+def _read_forward_proxy(r: Reader) -> ForwardProxySettings:
+    intercept = r.boolean("intercept", True)
+    hosts = r.strings("tunnel_hosts", ())
+    r.finish()
+    for i, h in enumerate(hosts):
+        host, _, port = h.rpartition(":") if h.count(":") == 1 else (h, "", "")
+        if not host or (port and not port.isdigit()) or "/" in h or "*" in h:
+            r.problem(("tunnel_hosts", i), f"must be a host name or host:port (no wildcards), got {h!r}")
+    return ForwardProxySettings(intercept=intercept, tunnel_hosts=tuple(h.lower() for h in hosts))
 
 
 def _read_tokens(r: Reader) -> TokenSettings:
@@ -292,6 +332,7 @@ def _read_upstreams(r: Reader) -> dict[str, Upstream]:
     for name, u in items:
         url = u.text("base_url")
         ca = u.text("ca_bundle", None)
+        connect_to = u.text("connect_to", None)
         u.finish()
         if url is None:
             continue
@@ -302,7 +343,12 @@ def _read_upstreams(r: Reader) -> dict[str, Upstream]:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             u.problem(("base_url",), "must be scheme and host only (no path, query or fragment)")
             continue
-        out[name] = Upstream(name, f"{parts.scheme}://{parts.netloc}".lower(), ca)
+        if connect_to is not None:
+            c_host, _, c_port = connect_to.rpartition(":")
+            if not c_host or not c_port.isdigit() or not 0 < int(c_port) < 65536:
+                u.problem(("connect_to",), f"must be host:port, like 127.0.0.1:9443, got {connect_to!r}")
+                continue
+        out[name] = Upstream(name, f"{parts.scheme}://{parts.netloc}".lower(), ca, connect_to)
     return out
 
 
@@ -320,7 +366,14 @@ def _read_listeners(r: Reader, upstreams: dict[str, Upstream]) -> tuple[Listener
         port = lr.integer("port", 8080, minimum=0, maximum=65535)
         up = lr.text("upstream", next(iter(upstreams), "nl"))
         public = lr.text("public_base_url", None)
+        tls = lr.boolean("tls", False)
+        cert_file, key_file = lr.text("cert_file", None), lr.text("key_file", None)
+        tls_names = lr.strings("tls_names", ())
         lr.finish()
+        if (cert_file is None) != (key_file is None):
+            lr.problem(("cert_file",), "cert_file and key_file go together")
+        if (cert_file or tls_names) and not tls:
+            lr.problem(("tls",), "cert_file, key_file and tls_names need tls: true")
         if up not in upstreams:
             lr.problem(("upstream",), f"names no configured upstream (known: {', '.join(upstreams)})")
         if host:
@@ -340,7 +393,8 @@ def _read_listeners(r: Reader, upstreams: dict[str, Upstream]) -> tuple[Listener
         if port and (host, port) in ports:
             lr.problem(("port",), f"{host}:{port} is used by two listeners")
         ports.add((host, port))
-        out.append(Listener(name=name, host=host, port=port, upstream=up, public_base_url=public))
+        out.append(Listener(name=name, host=host, port=port, upstream=up, public_base_url=public, tls=tls,
+                            cert_file=cert_file, key_file=key_file, tls_names=tls_names))
     if not out:
         r.problem(("listeners",), "needs at least one listener")
     return tuple(out)
@@ -398,5 +452,8 @@ def _resolve_paths(policy: Policy, base: str) -> Policy:
         return os.path.join(base, p)
 
     ups = {n: replace(u, ca_bundle=resolve(u.ca_bundle)) for n, u in policy.upstreams.items()}
+    listeners = tuple(replace(lst, cert_file=resolve(lst.cert_file), key_file=resolve(lst.key_file))
+                      for lst in policy.listeners)
     return replace(policy, upstreams=ups, log=replace(policy.log, file=resolve(policy.log.file)),
-                   state=replace(policy.state, path=resolve(policy.state.path)))
+                   state=replace(policy.state, path=resolve(policy.state.path)), listeners=listeners,
+                   ca=replace(policy.ca, dir=resolve(policy.ca.dir)))
