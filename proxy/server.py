@@ -16,6 +16,7 @@ import logging
 from aiohttp import web
 
 from .app import Services, make_handler
+from .bad_requests import ExactServer
 from .clock import Clock
 from .listen import GuardedSite
 from .policy_watch import PolicyHolder
@@ -37,7 +38,7 @@ class ProxyServer:
         fwd = policy.forwarding
         try:
             for listener in policy.listeners:
-                server = web.Server(make_handler(self.services, listener), handler_cancellation=True,
+                server = ExactServer(make_handler(self.services, listener), handler_cancellation=True,
                                     access_log=None, max_line_size=fwd.max_url_length + 64,
                                     max_field_size=max(8190, fwd.max_url_length))
                 runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=fwd.drain_timeout)

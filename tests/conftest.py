@@ -54,3 +54,21 @@ async def start_proxy(tmp_path, log_output):
     yield start
     for server in servers:
         await server.stop()
+
+
+@pytest.fixture
+async def emulator(aiohttp_server):
+    """``await emulator(config=None, clock=None)`` -> the real Exact emulator on a real socket.
+
+    The returned server has ``.state`` (the emulator's state object) and ``.base`` (its base URL)."""
+
+    async def start(config: dict | None = None, clock=None):
+        from proxy.emulator import EMULATOR, EmulatorConfig, create_app
+
+        cfg = EmulatorConfig.from_dict(config or {})
+        server = await aiohttp_server(create_app(cfg, clock=clock))
+        server.state = server.app[EMULATOR]
+        server.base = str(server.make_url("")).rstrip("/")
+        return server
+
+    return start
