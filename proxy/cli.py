@@ -109,6 +109,23 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return emulator_cli.run(args)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    policy = _load(_config_path(args.config))
+    if policy is None:
+        return 2
+    if args.state:
+        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
+    from .status_cli import status
+
+    return status(policy, url=args.url, as_json=args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import main as demo_main
+
+    return demo_main(args)
+
+
 def cmd_token_key(args: argparse.Namespace) -> int:
     from .tokens.sealing import ENV, new_key
 
@@ -135,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(func=cmd_check_config)
 
+    st = sub.add_parser("status", help="show calls, queues, pauses, error budgets and token chains")
+    st.add_argument("--config", help=f"policy file (default: $EXACT_PROXY_CONFIG or ./{DEFAULT_CONFIG})")
+    st.add_argument("--url", help="the proxy to ask (default: the policy's first listener)")
+    st.add_argument("--state", help="state file to read when the proxy is down (default: the policy's)")
+    st.add_argument("--json", action="store_true", help="print JSON for scripts")
+    st.set_defaults(func=cmd_status)
+
     key = sub.add_parser("token-key", help="print a new key for EXACT_PROXY_TOKEN_KEY (tokens encrypted at rest)")
     key.set_defaults(func=cmd_token_key)
 
@@ -146,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the emulator ships with the package
         pass
     emulate.set_defaults(func=cmd_emulate)
+
+    demo = sub.add_parser("demo", help="run a naive legacy tool against the emulator, directly and through "
+                          "the proxy, and compare (no credentials, no network)")
+    demo.add_argument("--factor", type=float, default=30.0, help="speed-up of the clock in emulator and "
+                      "proxy (default 30: a minute lasts 2 s)")
+    demo.add_argument("--seconds", type=float, default=25.0, help="real seconds per run (default 25)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,158 @@
+"""``exact-proxy status``: what the proxy is doing, as a readable table or as JSON.
+
+Contract: ``status(policy, url=None, as_json=False, out=stdout) -> exit code``.
+- Asks the running proxy (``/_proxy/status`` on the policy's first listener, or ``--url``).
+- When no proxy answers, reads the state file (``state.path`` of the policy) read-only and shows what
+  it holds (windows, pauses, error counts, token chains), saying that the figures are from disk.
+- ``--json`` prints the same data as JSON for scripts. Never prints a token, code or secret: the
+  status endpoint and the state file reader only carry counts, times and ids.
+Exit codes: 0 shown, 1 neither the proxy nor the state file could be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+SECRET_KEYS = ("token", "secret", "code", "password")
+
+
+def fetch_live(url: str, timeout: float = 3.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/_proxy/status", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def read_state_file(path: str) -> dict | None:
+    """The state file, opened read-only (a running proxy keeps writing; WAL lets us read beside it)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out: dict[str, dict[str, Any]] = {}
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            if not {"namespace", "key", "value"} <= set(cols):
+                continue
+            for ns, key, value in conn.execute(f"SELECT namespace, key, value FROM {table}"):
+                try:
+                    out.setdefault(ns, {})[key] = json.loads(value)
+                except ValueError:
+                    out.setdefault(ns, {})[key] = value
+        return {"source": f"state file {path} (the proxy is not running)", "store": _strip(out)}
+    except sqlite3.Error as exc:
+        return {"source": f"state file {path}", "error": f"cannot read: {exc}"}
+    finally:
+        conn.close()
+
+
+def _strip(value: Any) -> Any:
+    """Drop anything that looks like a token or secret (sealed or not) from what the state file holds."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items()
+                if not any(s in k.lower() for s in SECRET_KEYS) or k.lower().endswith(("_calls", "_today"))}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _table(rows: list[dict], out, indent: str = "  ") -> None:
+    if not rows:
+        out.write(indent + "(none)\n")
+        return
+    cols: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in cols:
+                cols.append(k)
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    out.write(indent + "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + "\n")
+    for r in cells:
+        out.write(indent + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def _section(title: str, value: Any, out) -> None:
+    out.write(f"\n{title}\n")
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        _table(value, out)
+    elif isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+        for name, rows in value.items():
+            out.write(f"  {name}\n")
+            if all(isinstance(r, dict) for r in rows):
+                _table(rows, out, "    ")
+            else:
+                out.write("    " + ", ".join(map(_cell, rows)) + "\n")
+    elif isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+        for k, v in value.items():
+            out.write(f"  {k}: {_cell(v)}\n")
+    elif isinstance(value, dict):
+        rows = [{"key": k, **v} if isinstance(v, dict) else {"key": k, "value": v} for k, v in value.items()]
+        _table(rows, out)
+    else:
+        out.write(f"  {_cell(value)}\n")
+
+
+KNOWN = ("now", "policy", "uptime_s", "listeners", "upstreams", "state", "totals", "answered_locally",
+         "token_chains")
+
+
+def render(data: dict, out) -> None:
+    if "store" in data:  # from the state file
+        out.write(f"exact-proxy status: from the {data['source']}\n")
+        for ns, items in sorted(data["store"].items()):
+            _section(ns, items, out)
+        return
+    up = data.get("uptime_s", 0)
+    out.write(f"exact-proxy status: live, policy {data.get('policy')}, up {up / 3600:.1f} h, at "
+              f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(data.get('now', time.time())))}\n")
+    state = data.get("state", {})
+    out.write(f"state: {state.get('kind')} ({'healthy' if state.get('healthy') else 'NOT WRITING'})\n")
+    _section("totals since start", data.get("totals", {}), out)
+    for key, value in data.items():
+        if key not in KNOWN:
+            _section(key.replace("_", " "), value, out)
+    _section("token chains", data.get("token_chains", []), out)
+    _section("answered locally (by filter)", data.get("answered_locally", {}) or {"none": 0}, out)
+
+
+def status(policy, url: str | None = None, as_json: bool = False, out=None) -> int:
+    out = out or sys.stdout
+    if url is None and policy.listeners:
+        lst = policy.listeners[0]
+        host = "127.0.0.1" if lst.host in ("0.0.0.0", "::", "") else lst.host
+        url = f"{'https' if getattr(lst, 'tls', False) else 'http'}://{host}:{lst.port}"
+    data = fetch_live(url) if url else None
+    if data is None:
+        data = read_state_file(policy.state.path)
+    if data is None:
+        out.write(f"exact-proxy status: no proxy answers at {url} and there is no state file at "
+                  f"{policy.state.path}\n")
+        return 1
+    if as_json:
+        out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        render(data, out)
+    return 0
