@@ -16,6 +16,7 @@ import sys
 
 from .policy import Policy, PolicyError, load_policy
 from .policy_watch import PolicyHolder
+from .tls.ca import CAError
 
 log = logging.getLogger("exact_proxy.cli")
 DEFAULT_CONFIG = "policies.yaml"
@@ -64,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     holder.on_change(lambda old, new: _reapply_overrides(holder, new, overrides, args.log_format))
     try:
         asyncio.run(_serve(holder))
-    except OSError as exc:
+    except (OSError, CAError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0
@@ -161,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     key = sub.add_parser("token-key", help="print a new key for EXACT_PROXY_TOKEN_KEY (tokens encrypted at rest)")
     key.set_defaults(func=cmd_token_key)
+
+    from .tls import commands as ca_commands
+
+    ca = sub.add_parser("ca", help="the local certificate authority for HTTPS listeners and CONNECT "
+                        "interception: init, show")
+    ca_commands.add_arguments(ca)
 
     emulate = sub.add_parser("emulate", help="run the Exact Online emulator")
     try:
