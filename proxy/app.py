@@ -26,6 +26,7 @@ from .clock import Clock, SystemClock
 from .metrics import Metrics
 from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
+from .tls.connect_to import UpstreamResolver
 from .tokens.broker import TokenBroker
 
 log = logging.getLogger("exact_proxy.app")
@@ -41,6 +42,7 @@ class Services:
         self.metrics = Metrics()
         self._summary_task: asyncio.Task | None = None
         self.tokens = TokenBroker(self)
+        self.resolver = UpstreamResolver(lambda: self.policy)
         self.metrics.sources.append(self._token_rows)
         self.filters, self.entry = pipeline.build(self)
 
@@ -50,8 +52,9 @@ class Services:
 
     async def start(self) -> None:
         fwd = self.policy.forwarding
+        # The resolver honours an upstream's connect_to (Host, SNI and verification stay base_url's).
         connector = aiohttp.TCPConnector(limit=fwd.pool_size, keepalive_timeout=fwd.keepalive_timeout,
-                                         ttl_dns_cache=300)
+                                         ttl_dns_cache=300, resolver=self.resolver)
         self.http = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                           cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         # aiohttp silently resends GET/PUT/DELETE once when a kept-alive connection drops. A PUT or
@@ -90,6 +93,7 @@ class Services:
         if self.http is not None:
             await self.http.close()
             self.http = None
+        await self.resolver.close()
 
     def ssl_for(self, upstream: Upstream) -> ssl.SSLContext | bool:
         """Upstream TLS is always verified: against the system store, or the policy's ``ca_bundle``."""
@@ -103,6 +107,8 @@ class Services:
 
     def _policy_changed(self, old, new) -> None:
         self._ssl.clear()
+        if old.upstreams != new.upstreams and self.http is not None:
+            self.http.connector.clear_dns_cache()  # a changed connect_to applies to new connections
         for name in ("pool_size", "keepalive_timeout"):
             if getattr(old.forwarding, name) != getattr(new.forwarding, name):
                 log.warning("forwarding.%s changed: it takes effect at the next restart", name)

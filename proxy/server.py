@@ -2,7 +2,9 @@
 
 Contract
 - ``ProxyServer(holder, clock).start()`` starts the services, binds each listener of the policy
-  (port 0 picks a free port: see ``url()``), and starts the policy watcher.
+  (port 0 picks a free port: see ``url()``), and starts the policy watcher. A ``tls: true`` listener
+  serves HTTPS with a certificate from the local CA (``proxy.tls``); without a CA it does not start.
+  Every listener intercepts ``CONNECT`` to configured Exact hosts (``proxy.tls.intercept``).
 - ``stop()`` stops accepting, lets in-flight requests finish for up to ``forwarding.drain_timeout``
   seconds, then closes the upstream pool and the state cleanly.
 """
@@ -20,6 +22,8 @@ from .bad_requests import ExactServer
 from .clock import Clock
 from .listen import GuardedSite
 from .policy_watch import PolicyHolder
+from .tls.contexts import ServerContexts
+from .tls.intercept import Interceptor
 
 log = logging.getLogger("exact_proxy.server")
 
@@ -30,6 +34,9 @@ class ProxyServer:
         self.services = Services(holder, clock)
         self.runners: list[web.ServerRunner] = []
         self.bound: dict[str, tuple[str, int]] = {}
+        self.schemes: dict[str, str] = {}
+        self.tls = ServerContexts(lambda: self.holder.current, self.services.clock)
+        self.interceptors: list[Interceptor] = []
         self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -37,19 +44,28 @@ class ProxyServer:
         await self.services.start()
         fwd = policy.forwarding
         try:
+            def make_server(handler) -> web.Server:
+                return ExactServer(handler, handler_cancellation=True,
+                                   access_log=None, max_line_size=fwd.max_url_length + 64,
+                                   max_field_size=max(8190, fwd.max_url_length))
+
             for listener in policy.listeners:
-                server = ExactServer(make_handler(self.services, listener), handler_cancellation=True,
-                                    access_log=None, max_line_size=fwd.max_url_length + 64,
-                                    max_field_size=max(8190, fwd.max_url_length))
+                server = make_server(make_handler(self.services, listener))
                 runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=fwd.drain_timeout)
                 await runner.setup()
                 self.runners.append(runner)
-                site = GuardedSite(runner, listener.host, listener.port)
+                interceptor = Interceptor(self.services, listener, self.tls, make_server)
+                self.interceptors.append(interceptor)
+                ssl_context = self.tls.for_listener(listener) if listener.tls else None
+                site = GuardedSite(runner, listener.host, listener.port, ssl_context=ssl_context,
+                                   interceptor=interceptor)
                 await site.start()
                 host, port = runner.addresses[0][:2]
                 self.bound[listener.name] = (host, port)
+                self.schemes[listener.name] = "https" if listener.tls else "http"
                 upstream = policy.upstreams[listener.upstream]
-                log.info("listening on http://%s:%d (%s) -> %s", host, port, listener.name, upstream.base_url)
+                log.info("listening on %s://%s:%d (%s) -> %s", self.schemes[listener.name], host, port,
+                         listener.name, upstream.base_url)
                 if not upstream.is_known_exact_host:
                     log.warning("upstream %s (%s) is not a known Exact Online host: fine for the emulator, "
                                 "a mistake otherwise", upstream.name, upstream.base_url)
@@ -61,7 +77,7 @@ class ProxyServer:
     def url(self, listener: str | None = None) -> str:
         name = listener or next(iter(self.bound))
         host, port = self.bound[name]
-        return f"http://{host}:{port}"
+        return f"{self.schemes[name]}://{host}:{port}"
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -72,4 +88,7 @@ class ProxyServer:
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()
+        for interceptor in self.interceptors:  # connections that arrived through CONNECT
+            await interceptor.shutdown(self.holder.current.forwarding.drain_timeout)
+        self.interceptors.clear()
         await self.services.close()
