@@ -15,7 +15,6 @@ This module only serves TLS to tools; the connection to Exact is verified elsewh
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import ssl
@@ -90,8 +89,10 @@ class ServerContexts:
             # host when the tool asked for it by name, else the listener's own names.
             name = (server_name or "").lower().rstrip(".")
             hosts = {u.host for u in self._policy().upstreams.values()}
-            with contextlib.suppress(Exception):
+            try:
                 sock.context = self.for_names((name,) if name in hosts else names)
+            except Exception as exc:  # keep serving the certificate loaded at start
+                log.warning("TLS: no fresh certificate for %r: %s", name or names[0], exc)
             return None
 
         ctx.sni_callback = sni
