@@ -259,3 +259,22 @@ async def test_upstream_certificate_is_always_verified(run_proxy, exact, local_c
             assert r.status == 502
             assert "certificate" in (await r.text()).lower()
     assert exact.seen == []
+
+
+async def test_unchanged_python_tool_with_only_environment_variables(run_proxy, exact, local_ca, monkeypatch):
+    """The standard library's urllib, told nothing but HTTPS_PROXY and SSL_CERT_FILE, reaches 'Exact'."""
+    import urllib.request
+
+    proxy = await run_proxy(tls_listener=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url("plain"))
+    monkeypatch.setenv("SSL_CERT_FILE", local_ca.cert_path)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    def tool() -> dict:
+        with urllib.request.urlopen(f"https://{EXACT}/api/v1/123/crm/Accounts", timeout=5) as r:
+            return json.load(r)
+
+    body = await asyncio.to_thread(tool)
+    assert body["d"]["results"][0]["Host"] == EXACT
+    assert "$filter" in exact.seen[0][1]
