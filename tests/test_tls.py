@@ -272,7 +272,9 @@ async def test_unchanged_python_tool_with_only_environment_variables(run_proxy, 
     monkeypatch.delenv("no_proxy", raising=False)
 
     def tool() -> dict:
-        with urllib.request.urlopen(f"https://{EXACT}/api/v1/123/crm/Accounts", timeout=5) as r:
+        # build_opener reads the environment now (urlopen's global opener may have read it earlier)
+        opener = urllib.request.build_opener()
+        with opener.open(f"https://{EXACT}/api/v1/123/crm/Accounts", timeout=5) as r:
             return json.load(r)
 
     body = await asyncio.to_thread(tool)
