@@ -26,6 +26,7 @@ from .clock import Clock, SystemClock
 from .metrics import Metrics
 from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
+from .store import open_store
 from .tls.connect_to import UpstreamResolver
 from .tokens.broker import TokenBroker
 
@@ -64,6 +65,12 @@ class Services:
         if hasattr(self.http, "_retry_connection"):
             self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
+        self.store = open_store(self.policy, self.clock)
+        await self.store.open()
+        for f in self.filters:  # filters that keep state read it back (learned filters, windows, errors)
+            load = getattr(f, "load", None)
+            if load is not None:
+                await load(self.store)
         await self.tokens.load()
         self.tokens.start()
         self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
@@ -90,6 +97,8 @@ class Services:
             self._summary_task.cancel()
             self._summary_task = None
         await self.tokens.stop()
+        if self.store is not None:
+            await self.store.close()
         if self.http is not None:
             await self.http.close()
             self.http = None
