@@ -46,6 +46,10 @@ class Services:
         self.resolver = UpstreamResolver(lambda: self.policy)
         self.metrics.sources.append(self._token_rows)
         self.filters, self.entry = pipeline.build(self)
+        for f in self.filters:  # gauges that belong to a filter are read from it at scrape time
+            rows = getattr(f, "metric_rows", None)
+            if rows is not None:
+                self.metrics.sources.append(rows)
 
     @property
     def policy(self):

@@ -22,6 +22,7 @@ from .context import Context, Filter, Next, Reply
 from .filters import (
     access_log,
     classify,
+    error_budget,
     forward,
     read_body,
     rewrite_filter,
@@ -42,6 +43,7 @@ ORDER = (
     read_body.ReadBody,     # refuse oversize bodies; buffer small ones so they can be replayed
     token_broker.TokenBroker,  # token requests answered from the chain; expired tokens replaced
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
+    error_budget.ErrorBudget,  # count Exact's 4xx per endpoint; answer locally before Exact would block
     rewrite_links.RewriteLinks,  # Exact's absolute links point back at the proxy
     forward.Forward,        # send it to Exact, stream the answer back
 )

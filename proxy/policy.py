@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .errorbudget.settings import ErrorBudgetSettings, read_error_budget
 from .mandatory import DEFAULT_FILTER
 from .matching import Match, read_match
 from .policy_yaml import PolicyError, Problem, Reader, parse
@@ -182,6 +183,7 @@ class Policy:
     mandatory_filters: MandatoryFilterSettings = MandatoryFilterSettings()
     tokens: TokenSettings = TokenSettings()
     admin: AdminSettings = AdminSettings()
+    error_budget: ErrorBudgetSettings = ErrorBudgetSettings()
     ca: CASettings = CASettings()
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
 
@@ -229,6 +231,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     links = _read_links(r.mapping("links"))
     mandatory = _read_mandatory(r.mapping("mandatory_filters"))
     tokens = _read_tokens(r.mapping("tokens"))
+    error_budget = read_error_budget(r.mapping("error_budget"))
     admin_r = r.mapping("admin")
     admin = AdminSettings(allow_remote=admin_r.boolean("allow_remote", False))
     admin_r.finish()
@@ -238,7 +241,8 @@ def parse_policy(text: str, filename: str) -> Policy:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin, ca=ca,
+                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin,
+                  error_budget=error_budget, ca=ca,
                   forward_proxy=forward_proxy)
 
 

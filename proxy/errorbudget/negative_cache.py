@@ -1,0 +1,62 @@
+"""The negative cache: what Exact just refused, answered again locally instead of spending an error.
+
+Contract: ``request_key(method, path, query, app, accept)`` normalises a request: method upper case,
+path percent-decoded and case-folded, query parameters percent-decoded (``%24select`` = ``$select``,
+``guid%27…%27`` = ``guid'…'``) and sorted, plus the app and whether JSON or Atom was asked for.
+``put`` remembers (status, body, content type) for ``ttl`` seconds; ``get`` returns it while fresh.
+At most ``max_entries`` are kept (oldest dropped first). ``forget_endpoint`` drops every entry of one
+(app, division, endpoint) after a write there succeeded (a created record may now exist).
+Only GET and HEAD are ever cached or answered; the caller enforces that writes never are.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+
+@dataclass(frozen=True)
+class Cached:
+    status: int
+    body: bytes
+    content_type: str | None
+    stored_at: float
+    group: tuple
+
+
+def request_key(method: str, path: str, query: str, app: str, accept: str) -> tuple:
+    params = sorted(parse_qsl(query, keep_blank_values=True))  # decodes %XX (and + as space)
+    fmt = "json" if "json" in accept.lower() else "atom"
+    return (method.upper(), unquote(path).lower(), tuple(params), app, fmt)
+
+
+class NegativeCache:
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, Cached] = OrderedDict()
+
+    def get(self, key: tuple, now: float, ttl: float) -> Cached | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if now - hit.stored_at >= ttl:
+            del self._entries[key]
+            return None
+        return hit
+
+    def put(self, key: tuple, value: Cached, max_entries: int) -> None:
+        if max_entries <= 0:
+            return
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > max_entries:
+            self._entries.popitem(last=False)
+
+    def forget_group(self, group: tuple) -> int:
+        gone = [k for k, v in self._entries.items() if v.group == group]
+        for k in gone:
+            del self._entries[k]
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._entries)
