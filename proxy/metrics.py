@@ -45,6 +45,8 @@ class Metrics:
         self.registry.register(_Gauges(self.sources))
         self._minute: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
+        self.longest_wait_ms = 0.0
+        self._children: dict[tuple, object] = {}
 
     def observe(self, ctx, status: int) -> None:
         by = ctx.answered_by
@@ -56,9 +58,10 @@ class Metrics:
             outcome = "upstream"
         else:
             outcome = "local"
-        self.requests.labels(outcome, f"{status // 100}xx").inc()
+        self._child(self.requests, (outcome, f"{status // 100}xx")).inc()
         if ctx.queued_ms:
             self.wait.observe(ctx.queued_ms / 1000)
+            self.longest_wait_ms = max(self.longest_wait_ms, ctx.queued_ms)
             self._count("queued")
         self._count("calls")
         if by is not None or not ctx.attempt:
@@ -67,7 +70,7 @@ class Metrics:
                 self._count("refused")
 
     def upstream(self, status: int) -> None:
-        self.upstream_answers.labels(str(status)).inc()
+        self._child(self.upstream_answers, (str(status),)).inc()
         self._count("upstream")
         if status == 429:
             self._count("upstream_429")
@@ -77,6 +80,13 @@ class Metrics:
     def upstream_failure(self, kind: str) -> None:
         self.upstream_failures.labels(kind).inc()
         self._count("upstream_failures")
+
+    def _child(self, metric, labels: tuple):
+        """prometheus_client's ``labels()`` takes a lock and validates every time; keep the children."""
+        child = self._children.get((id(metric), labels))
+        if child is None:
+            child = self._children[(id(metric), labels)] = metric.labels(*labels)
+        return child
 
     def _count(self, key: str) -> None:
         self._minute[key] += 1

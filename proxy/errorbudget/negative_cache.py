@@ -11,7 +11,7 @@ Only GET and HEAD are ever cached or answered; the caller enforces that writes n
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
@@ -34,28 +34,43 @@ def request_key(method: str, path: str, query: str, app: str, accept: str) -> tu
 class NegativeCache:
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, Cached] = OrderedDict()
+        self._groups: Counter[tuple] = Counter()  # entries per (app, division, endpoint)
+
+    def has_group(self, group: tuple) -> bool:
+        """Cheap: lets the caller skip building a request key when nothing of the endpoint is cached."""
+        return group in self._groups
 
     def get(self, key: tuple, now: float, ttl: float) -> Cached | None:
         hit = self._entries.get(key)
         if hit is None:
             return None
         if now - hit.stored_at >= ttl:
-            del self._entries[key]
+            self._drop(key)
             return None
         return hit
 
     def put(self, key: tuple, value: Cached, max_entries: int) -> None:
         if max_entries <= 0:
             return
+        if key in self._entries:
+            self._drop(key)
         self._entries[key] = value
-        self._entries.move_to_end(key)
+        self._groups[value.group] += 1
         while len(self._entries) > max_entries:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple) -> None:
+        group = self._entries.pop(key).group
+        self._groups[group] -= 1
+        if self._groups[group] <= 0:
+            del self._groups[group]
 
     def forget_group(self, group: tuple) -> int:
+        if group not in self._groups:
+            return 0
         gone = [k for k, v in self._entries.items() if v.group == group]
         for k in gone:
-            del self._entries[k]
+            self._drop(k)
         return len(gone)
 
     def __len__(self) -> int:

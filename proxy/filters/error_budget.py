@@ -79,11 +79,9 @@ class ErrorBudget:
                                f"errors; the proxy does not forward it until {_iso(until)}",
                                {"Retry-After": str(max(1, int(until - now + 0.999)))}), key, settings, now)
 
-        cache_key = None
-        if ctx.method in CACHEABLE and settings.negative_cache_ttl > 0:
-            cache_key = request_key(ctx.method, ctx.raw_path, ctx.raw_query, cls.app,
-                                    ctx.request.headers.get("Accept", ""))
-            hit = self.cache.get(cache_key, now, settings.negative_cache_ttl)
+        cacheable = ctx.method in CACHEABLE and settings.negative_cache_ttl > 0
+        if cacheable and self.cache.has_group(key):
+            hit = self.cache.get(self._cache_key(ctx), now, settings.negative_cache_ttl)
             if hit is not None:
                 ctx.decide(f"answered from negative cache ({hit.status}, {now - hit.stored_at:.0f} s old)")
                 reply = _replay(hit)
@@ -112,8 +110,8 @@ class ErrorBudget:
                 log.warning("error budget of app %s, division %s, endpoint %s is spent (%d errors in %g s): "
                             "answered locally until %s", cls.app, cls.division, cls.endpoint, count,
                             settings.window, _iso(self.windows.reset_at(key, now)))
-            if cache_key is not None and status in settings.negative_cache_statuses:
-                await self._remember(reply, cache_key, key, now, settings)
+            if cacheable and status in settings.negative_cache_statuses:
+                await self._remember(reply, self._cache_key(ctx), key, now, settings)
         elif status == 429 and not any(h.lower().startswith("x-ratelimit-") for h in reply.headers):
             if self.windows.count(key, now) > 0:
                 until = now + settings.block_pause
@@ -127,6 +125,10 @@ class ErrorBudget:
         elif 200 <= status < 300 and ctx.method not in CACHEABLE:
             self.cache.forget_group(key)
         return self._stamp(reply, key, settings, now)
+
+    @staticmethod
+    def _cache_key(ctx) -> tuple:
+        return request_key(ctx.method, ctx.raw_path, ctx.raw_query, ctx.cls.app, ctx.request.headers.get("Accept", ""))
 
     async def _remember(self, reply, cache_key, key, now, settings) -> None:
         if reply.length is not None and reply.length > MAX_CACHED_BODY:
