@@ -125,9 +125,8 @@ class TokenBroker:
                             settings) -> TokenAnswer:
         remember_secret(form.get("code"))
         status, body, headers = await self._post(upstream, form)
-        key = (client_id, f"code:{fingerprint(form.get('code', ''))}")
-        self._count(key)
         if status != 200 or "access_token" not in body:
+            self._count((client_id, f"code:{fingerprint(form.get('code', ''))}"))
             return TokenAnswer(status, body, headers, "code exchange failed upstream", 1)
         now = self.clock.time()
         chain = Chain(id=new_chain_id(), client_id=client_id, upstream=upstream.name,
@@ -139,6 +138,7 @@ class TokenBroker:
             remember_secret(value)
         if settings.identify_user:
             chain.user = await self._identify(upstream, chain.access_token)
+        self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
         existing = self.book.for_user(client_id, chain.user)
         if existing is not None:
             self.book.replace(existing, chain)

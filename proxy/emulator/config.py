@@ -1,0 +1,119 @@
+"""The emulator's settings: Exact Online's rules as defaults, every uncertain point a setting.
+
+Contract: ``EmulatorConfig`` holds every rule the emulator enforces. ``EmulatorConfig.from_dict(d)``
+builds one from a mapping (unknown keys refused with their name); ``load_config(path)`` reads YAML and
+refuses bad input with the file, the line and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+DEFAULT_MANDATORY = ("crm/accounts", "bulk/crm/accounts", "logistics/items", "bulk/logistics/items")
+
+
+@dataclass
+class EmulatorConfig:
+    # clients and users
+    clients: dict[str, str] = field(default_factory=lambda: {"test-app": "test-secret",
+                                                             "demo-app": "demo-secret"})
+    user: str = "user-1"                      # who auto-approves /api/oauth2/auth (override with &user=)
+    require_auth: bool = True                 # false: calls without a bearer token count as "anonymous"
+    divisions: list[int] = field(default_factory=list)  # empty: every positive division number exists
+    public_base_url: str | None = None        # default: the request's scheme and Host
+    # tokens
+    access_token_lifetime: float = 600.0
+    min_refresh_interval: float = 570.0
+    refresh_token_lifetime: float = 30 * 86400.0
+    code_lifetime: float = 180.0
+    daily_token_calls: int = 200
+    token_daily_limit_status: int = 429       # the answer past it is undocumented
+    old_refresh_grace: float = 0.0            # some apps get a short grace period for the old token
+    too_early_invalidates: bool = False       # the seed reports that a too-early refresh may kill the token
+    too_early_counts_as_error: bool = True
+    # call limits
+    minutely_limit: int = 60
+    daily_limit: int = 5000
+    limits: list[dict[str, Any]] = field(default_factory=list)   # [{app?, division?, minutely?, daily?}]
+    retry_after_on_429: bool = False
+    # the error limit
+    error_statuses: list[int] = field(default_factory=lambda: [400, 401, 403, 404])
+    error_limit: int = 10                     # more than this many in the window blocks
+    error_window: float = 3600.0
+    error_block_seconds: float = 3600.0
+    error_block_status: int = 429
+    error_block_body: str = ""
+    # data and OData
+    page_size: int = 60
+    bulk_page_size: int = 1000
+    rows: dict[str, int] = field(default_factory=dict)   # e.g. {"crm/accounts": 250}
+    mandatory_filter_endpoints: list[str] = field(default_factory=lambda: list(DEFAULT_MANDATORY))
+    # faults and observability
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    request_log: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> EmulatorConfig:
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown emulator setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("minutely_limit", "daily_limit", "page_size", "bulk_page_size", "error_limit",
+                     "daily_token_calls"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: must be a whole number of at least 1, got {value!r}")
+        for name in ("access_token_lifetime", "min_refresh_interval", "refresh_token_lifetime",
+                     "code_lifetime", "error_window", "error_block_seconds", "old_refresh_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: must be a number of seconds, got {value!r}")
+            setattr(self, name, float(value))
+        if not isinstance(self.clients, dict) or not self.clients:
+            raise ValueError("clients: must map client ids to secrets")
+        for rule in self.limits:
+            if not isinstance(rule, dict) or not set(rule) <= {"app", "division", "minutely", "daily"}:
+                raise ValueError(f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
+        from .faults import validate_faults
+
+        validate_faults(self.faults)
+
+    def limits_for(self, app: str, division: int) -> tuple[int, int]:
+        minutely, daily = self.minutely_limit, self.daily_limit
+        for rule in self.limits:
+            if rule.get("app", app) == app and rule.get("division", division) == division:
+                minutely = rule.get("minutely", minutely)
+                daily = rule.get("daily", daily)
+        return minutely, daily
+
+
+def load_config(path: str) -> EmulatorConfig:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}:1: must be a mapping of settings")
+    try:
+        return EmulatorConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        key = str(exc).split(":")[0].split("(")[0].strip()
+        line = next((i + 1 for i, raw in enumerate(text.splitlines()) if raw.lstrip().startswith(key + ":")), None)
+        raise ValueError(f"{path}{':' + str(line) if line else ''}: {exc}") from None
