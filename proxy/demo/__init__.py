@@ -1,0 +1,1 @@
+"""The demo: emulator + proxy + a naive legacy tool (``exact-proxy demo``)."""
