@@ -25,6 +25,7 @@ class EmulatorConfig:
     require_auth: bool = True                 # false: calls without a bearer token count as "anonymous"
     divisions: list[int] = field(default_factory=list)  # empty: every positive division number exists
     public_base_url: str | None = None        # default: the request's scheme and Host
+    current_division: int = 7095              # CurrentDivision of current/Me when divisions is empty
     # tokens
     access_token_lifetime: float = 600.0
     min_refresh_interval: float = 570.0
@@ -32,6 +33,7 @@ class EmulatorConfig:
     code_lifetime: float = 180.0
     daily_token_calls: int = 200
     token_daily_limit_status: int = 429       # the answer past it is undocumented
+    token_daily_limit_body: bool = True       # OAuth-shaped body on it (false: empty body)
     old_refresh_grace: float = 0.0            # some apps get a short grace period for the old token
     too_early_invalidates: bool = False       # the seed reports that a too-early refresh may kill the token
     too_early_counts_as_error: bool = True
@@ -52,6 +54,8 @@ class EmulatorConfig:
     bulk_page_size: int = 1000
     rows: dict[str, int] = field(default_factory=dict)   # e.g. {"crm/accounts": 250}
     mandatory_filter_endpoints: list[str] = field(default_factory=lambda: list(DEFAULT_MANDATORY))
+    mandatory_filter_fields: dict[str, list[str]] = field(default_factory=dict)  # entity name -> fields
+    mandatory_filter_on_count: bool = True    # /$count needs a $filter too
     # faults and observability
     faults: list[dict[str, Any]] = field(default_factory=list)
     request_log: str | None = None
@@ -81,6 +85,14 @@ class EmulatorConfig:
             setattr(self, name, float(value))
         if not isinstance(self.clients, dict) or not self.clients:
             raise ValueError("clients: must map client ids to secrets")
+        if not isinstance(self.rows, dict) or not all(isinstance(v, int) and v >= 0 for v in self.rows.values()):
+            raise ValueError(f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
+        self.rows = {k.lower(): v for k, v in self.rows.items()}
+        if not isinstance(self.mandatory_filter_fields, dict):
+            raise ValueError("mandatory_filter_fields: must map entity names (Accounts) to lists of fields")
+        for name in ("error_statuses", "mandatory_filter_endpoints", "divisions", "limits"):
+            if not isinstance(getattr(self, name), list):
+                raise ValueError(f"{name}: must be a list, got {getattr(self, name)!r}")
         for rule in self.limits:
             if not isinstance(rule, dict) or not set(rule) <= {"app", "division", "minutely", "daily"}:
                 raise ValueError(f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
@@ -90,6 +102,14 @@ class EmulatorConfig:
 
     def limits_for(self, app: str, division: int) -> tuple[int, int]:
         minutely, daily = self.minutely_limit, self.daily_limit
+        if not isinstance(self.rows, dict) or not all(isinstance(v, int) and v >= 0 for v in self.rows.values()):
+            raise ValueError(f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
+        self.rows = {k.lower(): v for k, v in self.rows.items()}
+        if not isinstance(self.mandatory_filter_fields, dict):
+            raise ValueError("mandatory_filter_fields: must map entity names (Accounts) to lists of fields")
+        for name in ("error_statuses", "mandatory_filter_endpoints", "divisions", "limits"):
+            if not isinstance(getattr(self, name), list):
+                raise ValueError(f"{name}: must be a list, got {getattr(self, name)!r}")
         for rule in self.limits:
             if rule.get("app", app) == app and rule.get("division", division) == division:
                 minutely = rule.get("minutely", minutely)

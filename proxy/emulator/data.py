@@ -83,7 +83,7 @@ class Dataset:
         self._rows: dict[tuple[int, str], list[dict]] = {}
         self._index: dict[tuple[int, str], dict[str, dict]] = {}
         self._deleted: dict[int, list[dict]] = {}
-        self._timestamp = 10_000_000
+        self._timestamp = 1_000_000_000  # above every generated Timestamp
 
     def count(self, name: str, entity: Entity) -> int:
         return int(self.config.rows.get(name, entity.default_rows))

@@ -4,12 +4,20 @@ Contract: each rule is ``{path: glob, methods?: [..], kind: 503|408|599|slow|res
 every?: N, probability?: p, seed?: s, delay?: seconds}``. ``Faults.pick(method, path)`` returns the
 rule that fires for this call, or None: ``every: N`` fires on every Nth matching call, ``probability``
 draws from a generator seeded with ``seed`` (repeatable). Rules are tried in order.
+``await answer(rule, request, clock)`` is what the client gets: 503/408 with Exact's envelope, 599 with an
+empty body, ``empty`` a 200 without a body, ``reset`` aborts the connection (returns None after closing
+it), ``slow`` waits ``delay`` seconds on the clock and returns None (the call then goes on normally).
+Faulted calls are answered before anything else and never count toward the call or error limits
+(Exact's 503 did not process the call).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import random
+
+from aiohttp import web
 
 KINDS = ("503", "408", "599", "slow", "reset", "empty")
 
@@ -53,3 +61,22 @@ class Faults:
             if p is not None and not every and self._rng[i].random() < float(p):
                 return rule
         return None
+
+
+async def answer(rule: dict, request: web.Request, clock) -> web.StreamResponse | None:
+    kind = rule["kind"]
+    if kind == "slow":
+        await clock.sleep(float(rule.get("delay", 5)))
+        return None
+    if kind == "reset":
+        if request.transport is not None:
+            request.transport.abort()
+        return None
+    if kind == "empty":
+        return web.Response(status=200, body=b"")
+    if kind == "599":
+        return web.Response(status=599, reason="Unknown", body=b"")
+    status = int(kind)
+    text = "Service Unavailable" if status == 503 else "Request Timeout"
+    body = json.dumps({"error": {"code": "", "message": {"lang": "", "value": text}}}).encode()
+    return web.Response(status=status, body=body, content_type="application/json")

@@ -65,7 +65,7 @@ class OAuth:
                 g.current, g.superseded_at = False, now
         self.refresh[refresh] = Grant(client_id, user, refresh, now)
         self.last_issued[(client_id, user)] = now
-        return {"access_token": access, "token_type": "bearer",
+        return {"access_token": access, "token_type": "Bearer",
                 "expires_in": str(int(self.config.access_token_lifetime)), "refresh_token": refresh}
 
     # -- API calls -------------------------------------------------------------------------------------
@@ -157,3 +157,8 @@ class OAuth:
     def calls_today(self, client_id: str, user: str) -> int:
         entry = self.calls.get((client_id, user))
         return int(entry[1]) if entry and entry[0] == math.floor(self.clock.time() / 86400) else 0
+
+    def reset_counts(self) -> None:
+        """Forget the day's token-call counts and the 570-second clocks (``/_emulator/reset``)."""
+        self.calls.clear()
+        self.last_issued.clear()

@@ -11,23 +11,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
-from . import atom
+from . import atom, rules
 from .data import EntitySet, resolve
 from .odata import parse_filter, select
 
 KEY = re.compile(r"^(?P<entity>[^()]+)\((?P<key>.*)\)$")
 GUID_KEY = re.compile(r"^guid'(?P<g>[0-9a-fA-F-]{36})'$")
-
-ACCOUNT_FIELDS = ("Accountant,AccountManager,ActivitySector,ActivitySubSector,BusinessType,Classification1,"
-                  "Code,CodeAtSupplier,Country,Created,Creator,Email,ID,IsAccountant,IsAgency,IsCompetitor,"
-                  "IsCustomer,IsMailing,IsPilot,IsReseller,IsSales,IsSupplier,Modified,Name,Parent,Phone,"
-                  "Postcode,Status,VATNumber").split(",")
-ITEM_FIELDS = ("Barcode,Class_01,Class_02,Code,Created,Creator,Description,ExtraDescription,ID,IsSalesItem,"
-               "IsStockItem,ItemGroup,Modified,SearchCode,Unit").split(",")
-ALLOWED = {"Accounts": ACCOUNT_FIELDS, "Items": ITEM_FIELDS}
-
 
 @dataclass
 class Answer:
@@ -114,16 +105,9 @@ def _list(emu, es, division, endpoint, base, query, raw_query, count_only, reque
             flt = parse_filter(text)
         except ValueError as exc:
             return error(400, f"Error processing $filter: {exc}", "bad_request")
-    if not count_only and endpoint in emu.mandatory:
-        allowed = ALLOWED.get(es.entity.name, ["ID", "Modified"])
-        if flt is None or not (flt.fields & set(allowed)):
-            return error(400, "This endpoint has mandatory filtering applied. A GET request for this endpoint "
-                         "must have a $filter parameter with one of the following fields in the url:"
-                         + ",".join(allowed) + ".", "mandatory_filter")
-    if es.mode == "bulk" and not query.get("$select"):
-        return error(400, "$select is mandatory for bulk endpoints: name the fields you need.", "bulk_select")
-    if es.mode in ("sync", "deleted") and flt is not None and flt.fields - {"Timestamp"}:
-        return error(400, "Only Timestamp can be used in the $filter of a sync endpoint.", "sync_filter")
+    refused = rules.check(emu, es, endpoint, flt, query, count_only)
+    if refused is not None:
+        return error(400, refused[0], refused[1])
     if es.mode == "deleted":
         rows = sorted(emu.data.deleted(division), key=lambda r: r["Timestamp"])
     elif es.entity.name == "Divisions":
@@ -220,7 +204,3 @@ def _write(emu, es, division, key, base, body: bytes, method) -> Answer:
         emu.data.delete(division, es.entity, row)
         return Answer(204, b"", None, {}, "deleted")
     return error(405, f"{method} is not supported", "bad_request")
-
-
-def form(body: bytes) -> dict[str, str]:
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))

@@ -33,6 +33,7 @@ class Stats:
 
     def reset(self) -> None:
         self.counts.clear()
+        self.requests = 0
 
     def snapshot(self) -> dict:
         by_outcome: Counter[str] = Counter()
@@ -40,7 +41,8 @@ class Stats:
         for (a, d, e, o), n in sorted(self.counts.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
             by_outcome[o] += n
             rows.append({"app": a, "division": d, "endpoint": e, "outcome": o, "count": n})
-        return {"requests": self.requests, "outcomes": dict(by_outcome), "calls": rows}
+        return {"requests": self.requests, "outcomes": dict(by_outcome),
+                "token_calls": self.count(endpoint="oauth2/token"), "calls": rows}
 
     def close(self) -> None:
         if self._log is not None:
