@@ -36,7 +36,8 @@ async def _serve(config, clock, host: str, port: int) -> int:
     from .runner import start_emulator
 
     emu = await start_emulator(config, clock, host, port)
-    client, secret = next(iter(config.clients.items()))
+    client = "demo-app" if "demo-app" in config.clients else next(iter(config.clients))
+    secret = config.clients[client]
     print(f"Exact Online emulator on {emu.base_url}  (clock x{getattr(clock, 'factor', 1.0):g})\n"
           f"  client id / secret: {client} / {secret}\n"
           f"  authorize in a browser: {emu.base_url}/api/oauth2/auth?client_id={client}"

@@ -13,6 +13,15 @@ from typing import Any
 
 import yaml
 
+
+class SettingError(ValueError):
+    """A bad setting; ``key`` names the top-level setting at fault (for the line number)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 DEFAULT_MANDATORY = ("crm/accounts", "bulk/crm/accounts", "logistics/items", "bulk/logistics/items")
 
 
@@ -66,7 +75,8 @@ class EmulatorConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown emulator setting(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+            raise SettingError(unknown[0], f"unknown emulator setting(s): {', '.join(unknown)} "
+                               f"(known: {', '.join(sorted(names))})")
         cfg = cls(**data)
         cfg.validate()
         return cfg
@@ -76,40 +86,37 @@ class EmulatorConfig:
                      "daily_token_calls"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a whole number of at least 1, got {value!r}")
+                raise SettingError(name, f"{name}: must be a whole number of at least 1, got {value!r}")
         for name in ("access_token_lifetime", "min_refresh_interval", "refresh_token_lifetime",
                      "code_lifetime", "error_window", "error_block_seconds", "old_refresh_grace"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: must be a number of seconds, got {value!r}")
+                raise SettingError(name, f"{name}: must be a number of seconds, got {value!r}")
             setattr(self, name, float(value))
         if not isinstance(self.clients, dict) or not self.clients:
-            raise ValueError("clients: must map client ids to secrets")
+            raise SettingError("clients", "clients: must map client ids to secrets")
         if not isinstance(self.rows, dict) or not all(isinstance(v, int) and v >= 0 for v in self.rows.values()):
-            raise ValueError(f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
+            raise SettingError("rows", f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
         self.rows = {k.lower(): v for k, v in self.rows.items()}
         if not isinstance(self.mandatory_filter_fields, dict):
-            raise ValueError("mandatory_filter_fields: must map entity names (Accounts) to lists of fields")
+            raise SettingError("mandatory_filter_fields",
+                               "mandatory_filter_fields: must map entity names (Accounts) to lists of fields")
         for name in ("error_statuses", "mandatory_filter_endpoints", "divisions", "limits"):
             if not isinstance(getattr(self, name), list):
-                raise ValueError(f"{name}: must be a list, got {getattr(self, name)!r}")
+                raise SettingError(name, f"{name}: must be a list, got {getattr(self, name)!r}")
         for rule in self.limits:
             if not isinstance(rule, dict) or not set(rule) <= {"app", "division", "minutely", "daily"}:
-                raise ValueError(f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
+                raise SettingError("limits",
+                                   f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
         from .faults import validate_faults
 
-        validate_faults(self.faults)
+        try:
+            validate_faults(self.faults)
+        except ValueError as exc:
+            raise SettingError("faults", str(exc)) from None
 
     def limits_for(self, app: str, division: int) -> tuple[int, int]:
         minutely, daily = self.minutely_limit, self.daily_limit
-        if not isinstance(self.rows, dict) or not all(isinstance(v, int) and v >= 0 for v in self.rows.values()):
-            raise ValueError(f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
-        self.rows = {k.lower(): v for k, v in self.rows.items()}
-        if not isinstance(self.mandatory_filter_fields, dict):
-            raise ValueError("mandatory_filter_fields: must map entity names (Accounts) to lists of fields")
-        for name in ("error_statuses", "mandatory_filter_endpoints", "divisions", "limits"):
-            if not isinstance(getattr(self, name), list):
-                raise ValueError(f"{name}: must be a list, got {getattr(self, name)!r}")
         for rule in self.limits:
             if rule.get("app", app) == app and rule.get("division", division) == division:
                 minutely = rule.get("minutely", minutely)
@@ -117,7 +124,19 @@ class EmulatorConfig:
         return minutely, daily
 
 
+def _key_lines(text: str) -> dict[str, int]:
+    """Line (1-based) of every top-level key of a YAML mapping."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
 def load_config(path: str) -> EmulatorConfig:
+    """Read an emulator.yaml; bad input raises ``ValueError("<path>:<line>: <reason>")``."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -133,7 +152,8 @@ def load_config(path: str) -> EmulatorConfig:
         raise ValueError(f"{path}:1: must be a mapping of settings")
     try:
         return EmulatorConfig.from_dict(data)
-    except (TypeError, ValueError) as exc:
-        key = str(exc).split(":")[0].split("(")[0].strip()
-        line = next((i + 1 for i, raw in enumerate(text.splitlines()) if raw.lstrip().startswith(key + ":")), None)
+    except SettingError as exc:
+        line = _key_lines(text).get(exc.key)
         raise ValueError(f"{path}{':' + str(line) if line else ''}: {exc}") from None
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
