@@ -101,6 +101,10 @@ class Services:
             self._summary_task.cancel()
             self._summary_task = None
         await self.tokens.stop()
+        for f in self.filters:  # filters with state write their final, exact figures (a clean stop)
+            close = getattr(f, "close", None)
+            if close is not None:
+                close()
         if self.store is not None:
             await self.store.close()
         if self.http is not None:

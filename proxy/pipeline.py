@@ -21,10 +21,12 @@ from typing import Any
 from .context import Context, Filter, Next, Reply
 from .filters import (
     access_log,
+    call_budget,
     classify,
     error_budget,
     forward,
     read_body,
+    retry,
     rewrite_filter,
     rewrite_links,
     route,
@@ -35,7 +37,7 @@ __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
 # The order of work, outermost first. Later features insert their filter here, and nowhere else:
 #   access_log → route → classify → read_body → token_broker → rewrite_filter → error_budget
-#   → call_budget → retry → rewrite_links → forward
+#   → call_budget → retry → rewrite_links → error_headroom → forward
 ORDER = (
     access_log.AccessLog,   # one line per request, with every decision taken below
     route.Route,            # pick the configured Exact host; refuse anything else (never an open proxy)
@@ -44,7 +46,10 @@ ORDER = (
     token_broker.TokenBroker,  # token requests answered from the chain; expired tokens replaced
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
     error_budget.ErrorBudget,  # count Exact's 4xx per endpoint; answer locally before Exact would block
+    retry.Retry,            # transient faults retried (GET/HEAD; any method only if nothing was sent)
+    call_budget.CallBudget,  # reserve in Exact's minute/day windows or wait in the division's queue
     rewrite_links.RewriteLinks,  # Exact's absolute links point back at the proxy
+    error_budget.ErrorHeadroom,  # reserve error room per call sent; count Exact's 4xx; detect its block
     forward.Forward,        # send it to Exact, stream the answer back
 )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errorbudget.settings import ErrorBudgetSettings, read_error_budget
+from .limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
 from .mandatory import DEFAULT_FILTER
 from .matching import Match, read_match
 from .policy_yaml import PolicyError, Problem, Reader, parse
@@ -184,6 +185,8 @@ class Policy:
     tokens: TokenSettings = TokenSettings()
     admin: AdminSettings = AdminSettings()
     error_budget: ErrorBudgetSettings = ErrorBudgetSettings()
+    limits: LimitSettings = LimitSettings()
+    retry: RetrySettings = RetrySettings()
     ca: CASettings = CASettings()
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
 
@@ -232,6 +235,8 @@ def parse_policy(text: str, filename: str) -> Policy:
     mandatory = _read_mandatory(r.mapping("mandatory_filters"))
     tokens = _read_tokens(r.mapping("tokens"))
     error_budget = read_error_budget(r.mapping("error_budget"))
+    limits = read_limits(r.mapping("limits"))
+    retry = read_retry(r.mapping("retry"))
     admin_r = r.mapping("admin")
     admin = AdminSettings(allow_remote=admin_r.boolean("allow_remote", False))
     admin_r.finish()
@@ -242,7 +247,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
                   forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
                   links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin,
-                  error_budget=error_budget, ca=ca,
+                  error_budget=error_budget, limits=limits, retry=retry, ca=ca,
                   forward_proxy=forward_proxy)
 
 

@@ -1,0 +1,119 @@
+"""Filter ``call_budget``: never send Exact more calls than its minute and day windows allow.
+
+Contract, for requests with a division (``current/Me`` and token calls pass untouched):
+- A call is reserved in its app and division's windows before it is forwarded; when there is no room,
+  the request waits in the division's FIFO (priority rules go first) for at most ``limits.max_wait``.
+- A request that cannot be served in time, or whose daily budget is spent, gets a local 429 at once
+  with ``Retry-After`` and the matching ``X-RateLimit-*`` headers (reset in epoch ms), in Exact's error
+  envelope naming the cause. Never a 401.
+- Every upstream answer teaches the division Exact's figures. An upstream 429 pauses the division and
+  the request is replayed (Exact did not process it) while its deadline allows and its body can be sent
+  again; otherwise the 429 goes to the tool.
+- A tool that disconnects while queued leaves the queue and consumes nothing.
+- Decisions: ``queued N ms``, ``refused (daily budget) reset T``, ``refused (max_wait …)``,
+  ``upstream 429: paused until T, replayed``, ``exact remaining M/D``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..errors import exact_error
+from ..limits.book import Book
+from ..limits.division import Refusal
+
+log = logging.getLogger("exact_proxy.budget")
+
+COUNTED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml"))
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class CallBudget:
+    name = "call_budget"
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self.book = Book(services.clock)
+
+    async def load(self, store) -> None:
+        await self.book.load(store)
+
+    def close(self) -> None:
+        self.book.close(self.services.policy.limits.lease)
+
+    def snapshot(self) -> list[dict]:
+        return self.book.snapshot()
+
+    def metric_rows(self):
+        return self.book.metric_rows()
+
+    def _rank(self, ctx, settings) -> int:
+        for match in settings.priority:
+            if match.matches(ctx.listener.name, ctx.request.headers):
+                return 1
+        return 0
+
+    async def handle(self, ctx, call_next):
+        settings = ctx.policy.limits
+        cls = ctx.cls
+        if not settings.enabled or cls is None or cls.division is None or cls.kind not in COUNTED_KINDS:
+            return await call_next(ctx)
+        clock = self.services.clock
+        div = self.book.division(cls.app, cls.division, settings)
+        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
+        deadline = clock.time() + settings.max_wait
+        rank = self._rank(ctx, settings)
+        while True:
+            got = await div.acquire(rank, deadline, buckets)
+            if isinstance(got, Refusal):
+                return self._refuse(ctx, got, div)
+            if got > 0:
+                ctx.queued_ms += got * 1000
+                ctx.decide(f"queued {got * 1000:.0f} ms")
+            self.book.persist(div, settings.lease)
+            reply = await call_next(ctx)
+            if reply.local or ctx.upstream_failure is not None:
+                if ctx.upstream_failure == "connect":
+                    div.release(buckets)  # nothing reached Exact
+                    div.probing = False
+                    div.changed.set()
+                return reply
+            if reply.status != 429:
+                div.answered(reply.headers, settings.learn)
+                if div.exact_minute_remaining is not None or div.exact_day_remaining is not None:
+                    ctx.decide(f"exact remaining {_n(div.exact_minute_remaining)}/{_n(div.exact_day_remaining)}")
+                self.book.persist(div, settings.lease)
+                return reply
+            until = div.upstream_429(reply.headers, settings.pause_base, settings.pause_cap)
+            self.book.persist(div, settings.lease)
+            log.warning("Exact answered 429 for app %s, division %s: paused until %s", cls.app, cls.division,
+                        _iso(until))
+            replayable = ctx.body is None or ctx.body.replayable
+            if until > deadline or not replayable:
+                ctx.decide(f"upstream 429: paused until {_iso(until)}; not replayed "
+                           f"({'past max_wait' if replayable else 'body already streamed'})")
+                return reply
+            ctx.decide(f"upstream 429: paused until {_iso(until)}, replayed")
+            await reply.discard()
+
+    def _refuse(self, ctx, refusal: Refusal, div):
+        cls = ctx.cls
+        if refusal.reason == "daily":
+            ctx.decide(f"refused (daily budget) reset {_iso(refusal.retry_at)}")
+            text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "
+                    f"({div.day_used}/{div.day_limit}); it resets at {_iso(refusal.retry_at)}")
+        else:
+            ctx.decide(f"refused (max_wait {ctx.policy.limits.max_wait:g} s) retry after "
+                       f"{refusal.headers['Retry-After']} s")
+            text = (f"division {cls.division} of app {cls.app} cannot be served within max_wait "
+                    f"({ctx.policy.limits.max_wait:g} s): its calls are queued; retry after "
+                    f"{refusal.headers['Retry-After']} s")
+        return exact_error(429, text, refusal.headers)
+
+
+def _n(v) -> str:
+    return "-" if v is None else str(v)

@@ -1,0 +1,136 @@
+"""All divisions the proxy tracks, their token buckets, and their persistence.
+
+Contract
+- ``Book(clock)``: ``division(app, division, settings)`` returns the ``Division`` (created on first use
+  with the policy's limits); ``buckets_for(app, division, endpoint, settings)`` the token buckets that
+  apply to a request (per app, division and rule).
+- Persistence through the store (namespace ``windows``): per app and division the window starts, a
+  *ceiling* of calls used (the count plus a lease, written only when the count passes the last ceiling,
+  so writes stay rare), the learned limits and the pause. After a clean stop the exact counts are
+  written. After a crash (``kill -9``) a restart in the same minute treats that minute as spent, and the
+  day as used up to the ceiling plus one minute's allowance: whatever may have been lost since the
+  last flush is assumed spent, never granted twice.
+- ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .buckets import ClockLimiter
+from .division import Division
+
+NAMESPACE = "windows"
+
+
+def _iso(epoch: float) -> str | None:
+    if not epoch or not math.isfinite(epoch):
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class Book:
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.divisions: dict[tuple[str, int], Division] = {}
+        self.buckets: dict[tuple, ClockLimiter] = {}
+        self.store = None
+        self._restored: dict[str, dict] = {}
+
+    def division(self, app: str, division: int, settings) -> Division:
+        key = (app, division)
+        d = self.divisions.get(key)
+        if d is None:
+            d = self.divisions[key] = Division(app, division, settings, self.clock)
+            rec = self._restored.pop(f"{app}|{division}", None)
+            if rec is not None:
+                self._restore(d, rec)
+        return d
+
+    def buckets_for(self, app: str, division: int, endpoint: str | None, settings) -> tuple[ClockLimiter, ...]:
+        if not settings.buckets:
+            return ()
+        out = []
+        for i, rule in enumerate(settings.buckets):
+            if rule.division not in (None, division) or rule.endpoint not in (None, endpoint):
+                continue
+            key = (app, division, i, rule)
+            b = self.buckets.get(key)
+            if b is None:
+                b = self.buckets[key] = ClockLimiter(rule.rate, rule.per, rule.burst, self.clock)
+            out.append(b)
+        return tuple(out)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    async def load(self, store) -> None:
+        self.store = store
+        self._restored = {k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, dict)}
+
+    def persist(self, d: Division, lease: int, clean: bool = False) -> None:
+        if self.store is None:
+            return
+        if not clean and d.minute_used <= d.persisted_minute and d.day_used <= d.persisted_day and not d.dirty:
+            return
+        extra = 0 if clean else lease
+        d.persisted_minute = d.minute_used + extra
+        d.persisted_day = d.day_used + extra
+        d.dirty = False
+        self.store.put(NAMESPACE, f"{d.app}|{d.division}", {
+            "minute_start": d.minute_start, "minute_ceiling": d.persisted_minute,
+            "day_start": d.day_start, "day_ceiling": d.persisted_day,
+            "minute_limit": d.minute_limit, "day_limit": d.day_limit,
+            "paused_until": d.paused_until, "streak": d.streak, "known": d.known, "clean": clean,
+            "written_at": self.clock.time()})
+
+    def _restore(self, d: Division, rec: dict) -> None:
+        now = self.clock.time()
+        d.roll(now)
+        try:
+            clean = bool(rec.get("clean"))
+            if rec.get("minute_start") == d.minute_start:
+                d.minute_used = int(rec["minute_ceiling"]) if clean else max(int(rec["minute_ceiling"]), d.minute_limit)
+            if rec.get("day_start") == d.day_start:
+                ceiling = int(rec["day_ceiling"])
+                d.day_used = ceiling if clean else min(d.policy_day, ceiling + int(rec.get("minute_limit", d.minute_limit)))
+            d.minute_limit = int(rec.get("minute_limit", d.minute_limit))
+            d.day_limit = min(d.policy_day, int(rec.get("day_limit", d.day_limit)))
+            d.paused_until = float(rec.get("paused_until", 0.0))
+            d.streak = int(rec.get("streak", 0))
+            d.known = d.known or bool(rec.get("known"))
+        except (KeyError, TypeError, ValueError):
+            return
+        d.persisted_minute, d.persisted_day = d.minute_used, d.day_used
+
+    def close(self, lease: int) -> None:
+        for d in self.divisions.values():
+            self.persist(d, lease, clean=True)
+
+    # -- status --------------------------------------------------------------------------------------
+    def snapshot(self) -> list[dict]:
+        now = self.clock.time()
+        rows = []
+        for d in sorted(self.divisions.values(), key=lambda x: (x.app, x.division)):
+            d.roll(now)
+            longest = max((now - w.since for w in d.waiters), default=0.0)
+            rows.append({"app": d.app, "division": d.division,
+                         "minute": f"{d.minute_used}/{d.minute_limit}", "today": f"{d.day_used}/{d.day_limit}",
+                         "exact_left": f"{_fmt(d.exact_minute_remaining)}/{_fmt(d.exact_day_remaining)}",
+                         "queue": len(d.waiters), "longest_wait_s": round(longest, 1),
+                         "paused_until": _iso(d.paused_until) if d.paused_until > now else None})
+        return rows
+
+    def metric_rows(self):
+        now = self.clock.time()
+        for d in self.divisions.values():
+            d.roll(now)
+            labels = {"app": d.app, "division": str(d.division)}
+            yield ("exact_proxy_budget_remaining", "Calls left in the window (minute or day)",
+                   {**labels, "window": "minute"}, max(0, d.minute_limit - d.minute_used))
+            yield ("exact_proxy_budget_remaining", "Calls left in the window (minute or day)",
+                   {**labels, "window": "day"}, max(0, d.day_limit - d.day_used))
+            yield ("exact_proxy_queue_depth", "Requests waiting for call budget", labels, len(d.waiters))
+
+
+def _fmt(v: int | None) -> str:
+    return "-" if v is None else str(v)
