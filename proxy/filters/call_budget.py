@@ -41,6 +41,7 @@ class CallBudget:
 
     async def load(self, store) -> None:
         await self.book.load(store)
+        self.book.restore_all(self.services.policy.limits)
 
     def close(self) -> None:
         self.book.close(self.services.policy.limits.lease)

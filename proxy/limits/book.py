@@ -67,6 +67,15 @@ class Book:
         self.store = store
         self._restored = {k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, dict)}
 
+    def restore_all(self, settings) -> None:
+        """Bring back every division of the state file now (status pages show them after a restart)."""
+        for key in list(self._restored):
+            app, _, div = key.rpartition("|")
+            try:
+                self.division(app, int(div), settings)
+            except ValueError:
+                self._restored.pop(key, None)
+
     def persist(self, d: Division, lease: int, clean: bool = False) -> None:
         if self.store is None:
             return
