@@ -36,11 +36,12 @@ async def start_proxy(tmp_path, log_output):
     servers: list[ProxyServer] = []
 
     async def start(base_url: str, extra_yaml: str = "", log_format: str = "text", clock=None,
-                    listeners_yaml: str | None = None, upstreams_yaml: str | None = None) -> ProxyServer:
+                    listeners_yaml: str | None = None, upstreams_yaml: str | None = None,
+                    state_path: str | None = None) -> ProxyServer:
         listeners = listeners_yaml or "listeners:\n  - {name: default, port: 0, upstream: test}\n"
         upstreams = upstreams_yaml or f"upstreams:\n  test: {{base_url: '{base_url}'}}\n"
         text = (upstreams + listeners
-                + f"state: {{path: '{tmp_path / 'state.sqlite'}'}}\n" + textwrap.dedent(extra_yaml))
+                + f"state: {{path: '{state_path or tmp_path / 'state.sqlite'}'}}\n" + textwrap.dedent(extra_yaml))
         path = tmp_path / "policies.yaml"
         path.write_text(text)
         policy = load_policy(str(path))
