@@ -126,7 +126,7 @@ async def _run(factor: float, seconds: float, through_proxy: bool, out) -> RunRe
         if server is not None:
             totals = server.services.metrics.totals
             result.proxy = {"queued": totals.get("queued", 0),
-                            "longest_wait_s": server.services.metrics.longest_wait_ms / 1000 * factor,
+                            "longest_wait_s": server.services.metrics.longest_wait_ms / 1000,  # clock ms
                             "local": _local(server.services), "hidden_log_lines": live.hidden}
         return result
     finally:
@@ -196,7 +196,7 @@ def summary(direct: RunResult, proxied: RunResult, features: dict[str, bool], fa
     local = proxied.proxy.get("local", {})
     for name in ("token_broker", "error_budget", "call_budget"):
         label = {"token_broker": "token requests answered locally",
-                 "error_budget": "errors answered locally (negative cache, budget)",
+                 "error_budget": "errors answered locally (cache, budget)",
                  "call_budget": "calls refused locally (budget, with Retry-After)"}[name]
         lines.append(_row(label, "-", local.get(name, 0) if features[name] else nb))
     lines += [
