@@ -201,26 +201,26 @@ class Division:
                 w.fut.set_result(self.refusal("max_wait", now, now))
             if not self.waiters:
                 break
-            admitted, wake = False, math.inf
-            for w in list(self.waiters):
+            wake = math.inf
+            remaining: list[Waiter] = []
+            window_full = False
+            for w in self.waiters:  # admit everyone who can go now, in order, in one pass
+                if window_full:
+                    remaining.append(w)
+                    continue
                 reason, until = self.blocked_until(now, w.buckets)
                 if reason is None:
-                    self.waiters.remove(w)
                     self.reserve(w.buckets)
                     w.fut.set_result("ok")
-                    admitted = True
-                    break
+                    continue
                 if reason == "daily":
-                    for x in self.waiters:
-                        x.fut.set_result(self.refusal("daily", until, now))
-                    self.waiters.clear()
-                    break
+                    w.fut.set_result(self.refusal("daily", until, now))
+                    continue
+                remaining.append(w)
                 wake = min(wake, until)
                 if reason != "bucket":
-                    break  # the window is shared: nobody behind can go either
-            if admitted:
-                await asyncio.sleep(0)
-                continue
+                    window_full = True  # the window is shared: nobody behind can go either
+            self.waiters = remaining
             if not self.waiters:
                 break
             wake = min(wake, min(w.deadline for w in self.waiters))
