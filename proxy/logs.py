@@ -131,6 +131,8 @@ def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = 
         root.removeHandler(h)
         h.close()
     root.setLevel(getattr(logging, settings.level.upper(), logging.INFO))
+    # no line shows thread or process names: do not collect them for every record
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root.propagate = False
     out = _FlushingStreamHandler(stream or sys.stdout)
     out.setFormatter(formatter)
@@ -142,4 +144,8 @@ def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = 
 
 
 def log_access(fields: dict[str, Any]) -> None:
-    access_logger.info("request", extra={"access": fields})
+    # makeRecord + handle is what Logger.info does, minus findCaller's walk up the stack (a request
+    # line's caller is always the access-log filter).
+    if access_logger.isEnabledFor(logging.INFO):
+        access_logger.handle(access_logger.makeRecord(access_logger.name, logging.INFO, __file__, 0, "request",
+                                                      None, None, extra={"access": fields}))
