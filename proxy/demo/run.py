@@ -197,7 +197,7 @@ def summary(direct: RunResult, proxied: RunResult, features: dict[str, bool], fa
     for name in ("token_broker", "error_budget", "call_budget"):
         label = {"token_broker": "token requests answered locally",
                  "error_budget": "errors answered locally (cache, budget)",
-                 "call_budget": "calls refused locally (budget, with Retry-After)"}[name]
+                 "call_budget": "calls refused locally (with Retry-After)"}[name]
         lines.append(_row(label, "-", local.get(name, 0) if features[name] else nb))
     lines += [
         "  What Exact (the emulator) saw",
