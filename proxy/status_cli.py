@@ -51,7 +51,8 @@ def read_state_file(path: str) -> dict | None:
                     out.setdefault(ns, {})[key] = json.loads(value)
                 except ValueError:
                     out.setdefault(ns, {})[key] = value
-        return {"source": f"state file {path} (the proxy is not running)", "store": _strip(out)}
+        return {"source": f"state file {path} (the proxy is not running)",
+                "store": {ns: _strip(items) for ns, items in out.items()}}
     except sqlite3.Error as exc:
         return {"source": f"state file {path}", "error": f"cannot read: {exc}"}
     finally:
@@ -119,10 +120,46 @@ KNOWN = ("now", "policy", "uptime_s", "listeners", "upstreams", "state", "totals
          "token_chains")
 
 
+def _iso(epoch) -> str | None:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(epoch))) if epoch else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _offline(store: dict) -> dict:
+    """The state file's records as the tables the live status shows (counts and times, no secrets)."""
+    now = time.time()
+    views: dict = {}
+    windows = store.pop("windows", None)
+    if windows:
+        views["call budget (as last written)"] = [
+            {"app|division": k, "minute": f"{v.get('minute_ceiling')}/{v.get('minute_limit')}",
+             "today": f"{v.get('day_ceiling')}/{v.get('day_limit')}", "day_of": _iso(v.get("day_start")),
+             "paused_until": _iso(v.get("paused_until")) if (v.get("paused_until") or 0) > now else None,
+             "clean_stop": v.get("clean"), "written_at": _iso(v.get("written_at"))}
+            for k, v in sorted(windows.items()) if isinstance(v, dict)]
+    errors = store.pop("error_counts", None)
+    if errors:
+        views["error budget (errors in the last hour)"] = [
+            {"app|division|endpoint": k, "errors_this_hour": sum(1 for t in v if now - float(t) < 3600),
+             "oldest": _iso(min(v)) if v else None}
+            for k, v in sorted(errors.items()) if isinstance(v, list)]
+    chains = store.pop("token_chains", None)
+    if chains:
+        views["token chains"] = [
+            {"chain": v.get("id", k), "app": v.get("client_id"), "user": v.get("user"),
+             "access_expires_at": _iso(v.get("access_expires_at")),
+             "refresh_issued_at": _iso(v.get("refresh_issued_at")), "needs_reauth": v.get("needs_reauth")}
+            for k, v in sorted(chains.items()) if isinstance(v, dict)]
+    views.update(store)
+    return views
+
+
 def render(data: dict, out) -> None:
     if "store" in data:  # from the state file
         out.write(f"exact-proxy status: from the {data['source']}\n")
-        for ns, items in sorted(data["store"].items()):
+        for ns, items in _offline(dict(data["store"])).items():
             _section(ns, items, out)
         return
     up = data.get("uptime_s", 0)
