@@ -206,3 +206,16 @@ async def test_disconnect_while_queued_consumes_nothing(emulator, start_proxy):
         await asyncio.sleep(0.05)
         division.roll(clock.time())
         assert emu.state.count(division=901) == 60 and division.minute_used == 0
+
+
+async def test_a_probe_that_gets_no_answer_does_not_shut_its_division(emulator, start_proxy):
+    """The first call of a new division is a POST whose connection Exact resets (never replayed): the
+    division's queue must not wait for headers that will never come."""
+    clock, emu, proxy, driver, h = await setup(emulator, start_proxy)
+    emu.state.set_faults([{"path": "/api/v1/1001/*", "methods": ["POST"], "kind": "reset", "every": 1}])
+    async with aiohttp.ClientSession() as s:
+        post = await driver.run(fire(s, driver, proxy.url() + "/api/v1/1001/crm/Accounts", h, 1, 1, "POST"))
+        gets = await driver.run(fire(s, driver, proxy.url() + URL.format(div=1001), h, 20, 10))
+    assert post[0][0] == 502
+    assert [r[0] for r in gets] == [200] * 20
+    assert max(t for _, t, _ in gets) == START  # nobody waited for the lost probe

@@ -76,12 +76,16 @@ class CallBudget:
                 ctx.queued_ms += got * 1000
                 ctx.decide(f"queued {got * 1000:.0f} ms")
             self.book.persist(div, settings.lease)
-            reply = await call_next(ctx)
+            attempts = ctx.attempt  # forward counts each call it makes
+            try:
+                reply = await call_next(ctx)
+            except BaseException:  # cancelled (the tool went away) or a bug below: end the attempt
+                div.unanswered(buckets, sent=ctx.attempt != attempts)
+                raise
             if reply.local or ctx.upstream_failure is not None:
-                if ctx.upstream_failure == "connect":
-                    div.release(buckets)  # nothing reached Exact
-                    div.probing = False
-                    div.changed.set()
+                # no answer from Exact: given back if nothing reached it (never forwarded, or the
+                # connection failed); a probe without headers ends so the next call probes again
+                div.unanswered(buckets, sent=ctx.attempt != attempts and ctx.upstream_failure != "connect")
                 return reply
             if reply.status != 429:
                 div.answered(reply.headers, settings.learn)

@@ -249,6 +249,16 @@ class Division:
             self._learn(headers, now)
         self.changed.set()
 
+    def unanswered(self, buckets=(), sent: bool = True) -> None:
+        """A reserved call got no answer from Exact (failure, local answer, cancellation). A call that
+        was never ``sent`` is given back. If it was the probe, the probe ends without learning anything
+        and the next call probes again: the queue never waits for headers that will not come."""
+        if not sent:
+            self.release(buckets)
+        if self.probing:
+            self.probing = False
+            self.changed.set()
+
     def _learn(self, headers, now: float) -> None:
         m_limit = _int(headers.get("X-RateLimit-Minutely-Limit"))
         m_left = _int(headers.get("X-RateLimit-Minutely-Remaining"))
