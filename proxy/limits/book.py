@@ -5,11 +5,13 @@ Contract
   with the policy's limits); ``buckets_for(app, division, endpoint, settings)`` the token buckets that
   apply to a request (per app, division and rule).
 - Persistence through the store (namespace ``windows``): per app and division the window starts, a
-  *ceiling* of calls used (the count plus a lease, written only when the count passes the last ceiling,
-  so writes stay rare), the learned limits and the pause. After a clean stop the exact counts are
-  written. After a crash (``kill -9``) a restart in the same minute treats that minute as spent, and the
-  day as used up to the ceiling plus one minute's allowance: whatever may have been lost since the
-  last flush is assumed spent, never granted twice.
+  *ceiling* of calls used (the count plus a lease; queued on each change, the store coalesces them
+  into its batched write), the learned limits and the pause. After a clean stop the exact counts are
+  written. After a crash (``kill -9``) a restart in the minute on file treats that minute as spent; in a
+  later minute the division probes first (one call, then Exact's remaining figures, since calls lost
+  since the last flush may lie in this minute); the day counts as used up to the ceiling plus two
+  minutes' allowance (a flush interval may straddle a minute boundary). Whatever may have been lost
+  since the last flush is assumed spent, never granted twice.
 - ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts.
 """
 
@@ -97,16 +99,24 @@ class Book:
         d.roll(now)
         try:
             clean = bool(rec.get("clean"))
-            if rec.get("minute_start") == d.minute_start:
-                d.minute_used = int(rec["minute_ceiling"]) if clean else max(int(rec["minute_ceiling"]), d.minute_limit)
+            minute_limit = int(rec.get("minute_limit", d.minute_limit))
+            day_limit = min(d.policy_day, int(rec.get("day_limit", d.day_limit)))
+            same_minute = rec.get("minute_start") == d.minute_start
             if rec.get("day_start") == d.day_start:
                 ceiling = int(rec["day_ceiling"])
-                d.day_used = ceiling if clean else min(d.policy_day, ceiling + int(rec.get("minute_limit", d.minute_limit)))
-            d.minute_limit = int(rec.get("minute_limit", d.minute_limit))
-            d.day_limit = min(d.policy_day, int(rec.get("day_limit", d.day_limit)))
+                # after a crash: calls sent since the last flush (at most a second, which may straddle
+                # a minute boundary) are assumed spent
+                d.day_used = ceiling if clean else min(d.policy_day, ceiling + 2 * minute_limit)
+            if same_minute:
+                ceiling = int(rec["minute_ceiling"])
+                d.minute_used = ceiling if clean else max(ceiling, minute_limit)
+            d.minute_limit, d.day_limit = minute_limit, day_limit
             d.paused_until = float(rec.get("paused_until", 0.0))
             d.streak = int(rec.get("streak", 0))
-            d.known = d.known or bool(rec.get("known"))
+            if clean or same_minute:
+                d.known = d.known or bool(rec.get("known"))
+            # else: a crash, and this minute is not the one on file; calls lost since the last flush may
+            # lie in it, so the division probes first and adopts what Exact reports for this minute
         except (KeyError, TypeError, ValueError):
             return
         d.persisted_minute, d.persisted_day = d.minute_used, d.day_used
