@@ -178,3 +178,19 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after_seconds("12", 0.0) == 12.0
     assert retry_after_seconds("Wed, 25 Nov 2026 10:00:30 GMT", 1_795_600_800.0) == 30.0
     assert retry_after_seconds("soon", 0.0) is None and retry_after_seconds(None, 0.0) is None
+
+
+async def test_a_waiter_whose_deadline_passes_in_the_queue_gets_the_real_reset():
+    clock, d = make()  # at MINUTE + 10
+    d.upstream_429({"Retry-After": "5"}, 1.0, 60.0)
+    late = asyncio.ensure_future(d.acquire(0, clock.time() + 30))  # a 5 s pause fits its 30 s
+    await settle()
+    assert not late.done()
+    d.upstream_429({"Retry-After": "100"}, 1.0, 60.0)  # Exact says no again: paused until MINUTE + 110
+    await settle()
+    await clock.advance(30)
+    await settle(10)
+    got = late.result()
+    assert isinstance(got, Refusal) and got.reason == "max_wait"
+    assert got.headers["X-RateLimit-Minutely-Reset"] == str(int((MINUTE + 110) * 1000))
+    assert got.headers["Retry-After"] == "70" and d.minute_used == 0

@@ -198,7 +198,8 @@ class Division:
             self.waiters = [w for w in self.waiters if not w.fut.done()]
             for w in [w for w in self.waiters if w.deadline <= now]:
                 self.waiters.remove(w)
-                w.fut.set_result(self.refusal("max_wait", now, now))
+                _, until = self.blocked_until(now, w.buckets)  # when it could have gone: the reset to report
+                w.fut.set_result(self.refusal("max_wait", until if now < until < math.inf else now + 1, now))
             if not self.waiters:
                 break
             wake = math.inf
