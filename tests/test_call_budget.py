@@ -40,7 +40,9 @@ class Driver:
             mark = (self.emu.state.requests, self.done, self.queued())
             still = still + 1 if mark == last else 0
             last = mark
-            if self.open and (self.queued() >= self.open or still >= 5) and not task.done():
+            # all open requests queued and nothing moved for one poll (the pump had its turn), or no
+            # progress for five polls
+            if self.open and ((self.queued() >= self.open and still >= 1) or still >= 5) and not task.done():
                 nxt = self.clock.next_deadline()
                 if nxt is not None:
                     await self.clock.set_monotonic(max(nxt, self.clock.monotonic()))
@@ -219,3 +221,24 @@ async def test_a_probe_that_gets_no_answer_does_not_shut_its_division(emulator, 
     assert post[0][0] == 502
     assert [r[0] for r in gets] == [200] * 20
     assert max(t for _, t, _ in gets) == START  # nobody waited for the lost probe
+
+
+async def test_a_bucket_caps_a_bulk_export_while_interactive_calls_flow(emulator, start_proxy, log_output):
+    extra = ("limits:\n  max_wait: 600\n  buckets:\n"
+             "    - {endpoint: bulk/financial/transactionlines, rate: 20, per: 60, burst: 20}\n")
+    clock, emu, proxy, driver, h = await setup(emulator, start_proxy, extra)
+    bulk_url = proxy.url() + "/api/v1/1201/bulk/Financial/TransactionLines?$select=ID"
+    async with aiohttp.ClientSession() as s:
+        await driver.run(fire(s, driver, proxy.url() + URL.format(div=1201), h, 1, 1))  # the probe
+        bulk = fire(s, driver, bulk_url, h, 45, 45)
+        interactive = fire(s, driver, proxy.url() + URL.format(div=1201), h, 30, 5)
+        bulk_res, inter_res = await driver.run(asyncio.gather(bulk, interactive))
+    assert [r[0] for r in bulk_res + inter_res] == [200] * 75
+    lines = log_output.getvalue().splitlines()
+    inter_lines = [ln for ln in lines if "/api/v1/1201/crm/Contacts" in ln]
+    bulk_queued = [ln for ln in lines if "TransactionLines" in ln and "queued" in ln]
+    assert len(inter_lines) == 31 and not any("queued" in ln for ln in inter_lines)  # never behind the export
+    assert len(bulk_queued) == 25  # the burst of 20 went at once, the rest waited for the bucket
+    times = sorted(t for _, t, _ in bulk_res)
+    assert times[19] - times[0] < 3 and times[-1] - times[0] >= 60  # 20 at once, then 20 a minute
+    assert emu.state.count(outcome="minutely_429") == 0
