@@ -12,6 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .errors import rest_error
+from .gate import bearer
 
 
 async def apply_fault(emu, request: web.Request) -> web.StreamResponse | None:
@@ -24,8 +25,6 @@ async def apply_fault(emu, request: web.Request) -> web.StreamResponse | None:
     now = emu.clock.time()
     app, division = None, None
     if request.path.lower().startswith("/api/v1/"):
-        from .gate import bearer
-
         app, _, _ = bearer(emu, request, now)
         div = request.path[8:].split("/", 1)[0]
         division = int(div) if div.isdigit() else None

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlencode
 from aiohttp import web
 
 from .errors import oauth_error
+from .faults_http import apply_fault
 from .state import EMULATOR
 
 TOKEN_ENDPOINT = "oauth2/token"
@@ -60,6 +61,10 @@ def _basic(request: web.Request) -> tuple[str, str] | None:
 async def token(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     emu.stats_.requests += 1
+    if emu.faults.rules:
+        faulted = await apply_fault(emu, request)
+        if faulted is not None:
+            return faulted
     now = emu.clock.time()
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
     basic = _basic(request)

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 
 from .errors import rest_error
+from .faults_http import apply_fault
 from .gate import bearer, limited
 from .state import EMULATOR
 
@@ -35,8 +36,6 @@ async def _gate(request: web.Request, direction: str, make) -> web.StreamRespons
     emu = request.app[EMULATOR]
     emu.stats_.requests += 1
     if emu.faults.rules:
-        from .faults_http import apply_fault
-
         faulted = await apply_fault(emu, request)
         if faulted is not None:
             return faulted
