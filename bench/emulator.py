@@ -3,8 +3,8 @@
     python bench/emulator.py [--seconds 2] [--rounds 5] [--concurrency 8]
 
 Two servers, each in its own process:
-  emulator  the Exact Online emulator (limits raised so no call gets a 429), answering
-            GET /api/v1/1/crm/Accounts(guid'…') with Accept: application/json (token checked, minute and
+  emulator  the Exact Online emulator, proxy.emu (limits raised so no call gets a 429), answering
+            GET /api/v1/7095/crm/Accounts(guid'…') with Accept: application/json (token checked, minute and
             day windows counted, error limit consulted, statistics recorded, headers added)
   bare      a bare aiohttp handler returning the very bytes the emulator returned for that call
 One client process (this one) with one aiohttp ClientSession and ``--concurrency`` coroutines hits each
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def serve_emulator(port: int) -> None:
-    from proxy.emulator import EmulatorConfig, create_app
+    from proxy.emu import EmulatorConfig, create_app
 
     config = EmulatorConfig(minutely_limit=10**9, daily_limit=10**9)
     web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
@@ -121,11 +121,11 @@ async def main(args: argparse.Namespace) -> None:
         token = await get_token(ebase)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         async with aiohttp.ClientSession() as s:
-            async with s.get(f"{ebase}/api/v1/1/crm/Accounts", headers=headers, params={
+            async with s.get(f"{ebase}/api/v1/7095/crm/Accounts", headers=headers, params={
                     "$filter": "ID ne guid'00000000-0000-0000-0000-000000000000'", "$top": "1",
                     "$select": "ID"}) as r:
                 gid = (await r.json())["d"]["results"][0]["ID"]
-            path = f"/api/v1/1/crm/Accounts(guid'{gid}')"
+            path = f"/api/v1/7095/crm/Accounts(guid'{gid}')"
             async with s.get(ebase + path, headers=headers) as r:
                 sample, ctype = await r.read(), r.headers["Content-Type"]
         bare = ctx.Process(target=serve_bare, args=(bport, sample, ctype), daemon=True)
