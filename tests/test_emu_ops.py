@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,17 +161,12 @@ async def test_runner_serves_and_links_use_host(clock):
 
 
 def test_cli_prints_urls_and_stops_on_sigterm(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.emu.cli", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.emu.cli", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
         first = proc.stdout.readline()
-        assert first.strip() == f"Exact Online emulator listening on http://127.0.0.1:{port}"
+        assert re.fullmatch(r"Exact Online emulator listening on http://127\.0\.0\.1:\d+", first.strip()), first
         assert "client_id=demo-app" in proc.stdout.readline()
         assert "/api/oauth2/auth?client_id=demo-app" in proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)

@@ -124,3 +124,14 @@ async def test_block_answer_configurable(emu):
     await c.get(f"{ACC}(guid'{MISSING}')", headers=c.auth)
     r = await c.get(f"{ACC}(guid'{MISSING}')", headers=c.auth)
     assert r.status == 403 and await r.text() == "blocked"
+
+
+async def test_configured_refusals_carry_reason(emu):
+    c = await emu({"division_reasons": {7097: "DivisionBlocked"}, "user_reasons": {"user-9": "BlockedUser"}})
+    r = await c.get("/api/v1/7097/system/Divisions", headers=c.auth)
+    assert r.status == 403 and r.headers["Reason"] == "DivisionBlocked"
+    assert (await c.get("/api/v1/7095/system/Divisions", headers=c.auth)).status == 200
+    tok = c.state.issue_tokens("test-app", "user-9")["access_token"]
+    r = await c.get("/api/v1/current/Me", headers={"Authorization": f"Bearer {tok}"})
+    assert r.status == 401 and r.headers["Reason"] == "BlockedUser"
+    assert c.state.count("division_refused") == 1 and c.state.count("user_refused") == 1

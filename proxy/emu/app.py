@@ -50,6 +50,15 @@ def parse_tail(tail: str) -> tuple[str, int | None, str, str | None, bool]:
     return rest_path, division, endpoint, key, count_only
 
 
+def refused(emu: Emulator, user: str | None, division: int | None) -> tuple[int, str, str] | None:
+    """A configured refusal: 401 for a refused user, 403 for a refused division, with Exact's Reason."""
+    if emu.config.user_reasons and user in emu.config.user_reasons:
+        return 401, emu.config.user_reasons[user], "user_refused"
+    if emu.config.division_reasons and division in emu.config.division_reasons:
+        return 403, emu.config.division_reasons[division], "division_refused"
+    return None
+
+
 async def api(request: web.Request) -> web.StreamResponse:
     emu = request.app[EMULATOR]
     emu.stats_.requests += 1
@@ -69,6 +78,12 @@ async def api(request: web.Request) -> web.StreamResponse:
         emu.stats_.record(request.method, request.path, client, division, endpoint, 401, outcome, now)
         return resp
     assert client is not None
+    refusal = refused(emu, _user, division)
+    if refusal is not None:
+        status, reason, outcome = refusal
+        emu.errors.record(client, division, endpoint, status, now)
+        emu.stats_.record(request.method, request.path, client, division, endpoint, status, outcome, now)
+        return rest_error(status, f"Access denied: {reason}.", reason=reason)
     if division is None:
         if endpoint == "current/me" and request.method == "GET":
             resp, outcome = system.me(emu, request, client, _user or emu.config.user)

@@ -41,6 +41,11 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
 
 async def serve(args: argparse.Namespace, cfg: EmulatorConfig, out=None) -> int:
     out = out or sys.stdout
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     scale = float(args.clock_scale or 1.0)
     clock = ScaledClock(scale) if scale != 1.0 else SystemClock()
     running = await start_emulator(cfg, clock, host=args.host, port=args.port)
@@ -55,11 +60,6 @@ async def serve(args: argparse.Namespace, cfg: EmulatorConfig, out=None) -> int:
               f"&redirect_uri=http://localhost/callback&response_type=code", file=out)
     print(f"statistics: {base}/_emulator/stats", file=out)
     out.flush()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -54,6 +54,10 @@ class EmulatorConfig:
     token_daily_limit: int = 200
     token_daily_status: int = 429
     code_lifetime: float = 180.0
+    # refusals with a Reason header: user -> 401 reason (BlockedUser, InactiveUser, …),
+    # division -> 403 reason (DivisionBlocked, NoDivisionAccess, LicenseExpired, BlockedCustomer)
+    user_reasons: dict[str, str] = field(default_factory=dict)
+    division_reasons: dict[int, str] = field(default_factory=dict)
     # data
     divisions: list[int] = field(default_factory=lambda: [7095, 7096, 7097])
     counts: dict[str, int] = field(default_factory=dict)
@@ -103,6 +107,8 @@ class EmulatorConfig:
         if "mandatory_filter_fields" in d:
             d["mandatory_filter_fields"] = {str(k).lower(): list(v) for k, v in
                                             (d["mandatory_filter_fields"] or {}).items()}
+        if "division_reasons" in d:
+            d["division_reasons"] = {int(k): str(v) for k, v in (d["division_reasons"] or {}).items()}
         cfg = cls(**d)
         cfg.validate()
         return cfg
