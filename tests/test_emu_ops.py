@@ -179,3 +179,8 @@ def test_cli_prints_urls_and_stops_on_sigterm(tmp_path):
     out = subprocess.run([sys.executable, "-m", "proxy.emu.cli", "--config", str(bad)], capture_output=True,
                          text=True, timeout=10, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 2 and "bad.yaml:1: daily_limit" in out.stderr
+
+
+def test_example_config_is_the_defaults():
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "proxy", "emu", "emulator.example.yaml")
+    assert load_config(path) == EmulatorConfig()

@@ -19,7 +19,7 @@ JSON = "application/json; charset=utf-8"
 
 def rest_error(status: int, text: str, reason: str | None = None,
                headers: dict[str, str] | None = None) -> web.Response:
-    body = json.dumps({"error": {"code": "", "message": {"lang": "", "value": text}}})
+    body = json.dumps({"error": {"code": "", "message": {"lang": "", "value": text}}}, separators=(",", ":"))
     h = dict(headers or {})
     if reason:
         h["Reason"] = reason
@@ -32,7 +32,7 @@ def oauth_error(status: int, error: str, description: str | None = None,
     payload = {"error": error}
     if description is not None:
         payload["error_description"] = description
-    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json",
+    return web.Response(status=status, body=json.dumps(payload, separators=(",", ":")).encode(), content_type="application/json",
                         charset="utf-8", headers=headers)
 
 

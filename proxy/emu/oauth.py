@@ -75,7 +75,7 @@ async def token(request: web.Request) -> web.StreamResponse:
         return web.Response(status=emu.config.error_block_status, text=emu.config.error_block_body)
     result = emu.tokens.grant(form, basic, now)
     if result.status == 200:
-        resp = web.Response(body=json.dumps(result.body).encode(), content_type="application/json",
+        resp = web.Response(body=json.dumps(result.body, separators=(",", ":")).encode(), content_type="application/json",
                             charset="utf-8", headers={"Cache-Control": "no-store"})
     else:
         resp = oauth_error(result.status, result.body["error"], result.body.get("error_description"),

@@ -19,7 +19,7 @@ from .rest import base_url, wants_json
 
 def _answer(emu, request, base: str, rows: list[dict], title: str) -> web.Response:
     if wants_json(request):
-        return web.Response(body=json.dumps({"d": {"results": rows}}).encode(), content_type="application/json",
+        return web.Response(body=json.dumps({"d": {"results": rows}}, separators=(",", ":")).encode(), content_type="application/json",
                             charset="utf-8")
     body = atom.feed(base, base + request.path_qs, title, rows, None, None, emu.clock.time())
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8")
