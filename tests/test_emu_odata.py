@@ -42,6 +42,7 @@ async def test_250_accounts_in_5_pages_with_absolute_next(emu):
         if nxt:
             assert nxt.startswith(base + "/api/v1/7095/crm/Accounts?")
             assert "$select=ID,Name" in nxt and nxt.count("$skiptoken=guid'") == 1
+            assert " " not in nxt and "$filter=ID" in nxt  # the query as the client sent it
             assert len(rows) == 60
             url = rel(nxt)
         else:

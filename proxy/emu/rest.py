@@ -95,7 +95,8 @@ def get_collection(emu, request: web.Request, division: int, key: str, ep: Endpo
     if more and page and (opts.top is None or opts.top > len(page)):
         top_left = None if opts.top is None else opts.top - len(page)
         token = key_literal(ep, page[-1])
-        nxt = next_url(base + request.path, request.query_string, token, top_left)
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        nxt = next_url(base + raw_path, raw_query, token, top_left)
     total = None
     if opts.inlinecount:
         total = sum(1 for r in _rows(emu, division, ep, None) if pred is None or pred(r))
@@ -107,7 +108,7 @@ def get_collection(emu, request: web.Request, division: int, key: str, ep: Endpo
         if nxt:
             d["__next"] = nxt
         return _json({"d": d}), "ok"
-    self_url = base + request.path_qs
+    self_url = base + request.raw_path
     body = atom.feed(f"{base}/api/v1/{division}/", self_url, ep.path.rsplit("/", 1)[-1], shaped, nxt, total,
                      emu.clock.time())
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8"), "ok"
