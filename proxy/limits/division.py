@@ -83,8 +83,9 @@ class Division:
         self.probing = False
         self.exact_minute_remaining: int | None = None
         self.exact_day_remaining: int | None = None
-        self.waiters: list[Waiter] = []
-        self.changed = asyncio.Event()
+        # the queue exists only while someone waits: an idle division is one object for the GC to walk
+        self.waiters: list[Waiter] | tuple[()] = ()
+        self.changed: asyncio.Event | None = None
         self.pump: asyncio.Task | None = None
         self.persisted_minute = self.persisted_day = -1
         self.dirty = False
@@ -131,7 +132,7 @@ class Division:
         for b in buckets:
             b.give_back()
         self.dirty = True
-        self.changed.set()
+        self.wake()
 
     def refusal(self, reason: str, retry_at: float, now: float) -> Refusal:
         wait = max(1, math.ceil(retry_at - now))
@@ -172,6 +173,8 @@ class Division:
             return self.refusal("max_wait", now + est if math.isfinite(est) else deadline, now)
         fut = asyncio.get_running_loop().create_future()
         waiter = Waiter((-rank, next(_seq)), fut, deadline, tuple(buckets), now)
+        if not isinstance(self.waiters, list):
+            self.waiters = []
         bisect.insort(self.waiters, waiter)
         self._ensure_pump()
         try:
@@ -186,13 +189,26 @@ class Division:
             return self.clock.time() - now
         return result
 
-    def _ensure_pump(self) -> None:
-        if self.pump is None or self.pump.done():
-            self.pump = asyncio.get_running_loop().create_task(self._run_pump(), name=f"queue-{self.division}")
-        else:
+    def wake(self) -> None:
+        """Something changed (capacity, a pause, the probe): the pump, if one runs, looks again."""
+        if self.changed is not None:
             self.changed.set()
 
+    def _ensure_pump(self) -> None:
+        if self.pump is None or self.pump.done():
+            self.changed = asyncio.Event()
+            self.pump = asyncio.get_running_loop().create_task(self._run_pump(), name=f"queue-{self.division}")
+        else:
+            self.wake()
+
     async def _run_pump(self) -> None:
+        try:
+            await self._pump()
+        finally:
+            if not self.waiters:  # the queue is gone until someone waits again
+                self.waiters, self.changed, self.pump = (), None, None
+
+    async def _pump(self) -> None:
         while self.waiters:
             now = self.clock.time()
             self.waiters = [w for w in self.waiters if not w.fut.done()]
@@ -228,8 +244,10 @@ class Division:
             await self._wait(wake)
 
     async def _wait(self, until: float) -> None:
-        self.changed.clear()
-        event = asyncio.ensure_future(self.changed.wait())
+        changed = self.changed
+        assert changed is not None  # the pump created it
+        changed.clear()
+        event = asyncio.ensure_future(changed.wait())
         tasks = [event]
         if math.isfinite(until):
             tasks.append(asyncio.ensure_future(self.clock.sleep(max(0.0, until - self.clock.time()))))
@@ -248,7 +266,7 @@ class Division:
             self.known, self.probing = True, False
         if learn:
             self._learn(headers, now)
-        self.changed.set()
+        self.wake()
 
     def unanswered(self, buckets=(), sent: bool = True) -> None:
         """A reserved call got no answer from Exact (failure, local answer, cancellation). A call that
@@ -258,7 +276,7 @@ class Division:
             self.release(buckets)
         if self.probing:
             self.probing = False
-            self.changed.set()
+            self.wake()
 
     def _learn(self, headers, now: float) -> None:
         m_limit = _int(headers.get("X-RateLimit-Minutely-Limit"))
@@ -308,5 +326,5 @@ class Division:
             until = max(until, now + backoff)  # repeated 429s lengthen the pause
         self.paused_until = max(self.paused_until, until)
         self.dirty = True
-        self.changed.set()
+        self.wake()
         return self.paused_until
