@@ -143,3 +143,23 @@ async def test_data_is_deterministic_per_division(emu):
     c2 = await emu()
     assert c1.state.account_ids(7095) == c2.state.account_ids(7095)
     assert c1.state.account_ids(7095) != c1.state.account_ids(7096)
+
+
+async def test_atom_single_entries_are_well_formed(emu):
+    c = await emu()
+    h = {"Authorization": c.auth["Authorization"]}
+    acc = c.state.account_ids(7095)[0]
+    r = await c.get(f"/api/v1/7095/crm/Accounts(guid'{acc}')", headers=h)
+    root = ET.fromstring(await r.read())
+    assert root.tag == f"{{{A}}}entry"
+    assert root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}ID").text == acc
+    assert root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}Modified").get(f"{{{M}}}type") == "Edm.DateTime"
+    r = await c.post("/api/v1/7095/crm/Accounts", json={"Name": "A & B <co>"}, headers=h)
+    assert r.status == 201
+    root = ET.fromstring(await r.read())
+    assert root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}Name").text == "A & B <co>"
+    assert root.find(f"{{{A}}}id").text == r.headers["Location"]
+    for path in ("/api/v1/current/Me", "/api/v1/7095/system/Divisions"):
+        ET.fromstring(await (await c.get(path, headers=h)).read())
+    r = await c.get("/docs/XMLDownload.aspx?Topic=Accounts&_Division_=7096", headers=h)
+    assert len(ET.fromstring(await r.read()).findall("Accounts/Account")) == 250
