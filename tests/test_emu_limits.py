@@ -67,7 +67,10 @@ async def test_day_resets_at_midnight_utc(emu, clock):
     r = await c.get(DIV, headers=c.auth)
     assert r.status == 429
     assert set(k for k in r.headers if k.startswith("X-RateLimit")) == {
-        "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    }
     assert r.headers["X-RateLimit-Reset"] == DAY_RESET
     assert int(r.headers["Retry-After"]) == 86400 - 36000 - 120
     await clock.set_time(1795651200.0 - 1)  # 23:59:59

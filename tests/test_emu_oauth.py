@@ -12,7 +12,12 @@ CREDS = {"client_id": "test-app", "client_secret": "test-secret"}
 
 
 async def code_for(c, user: str | None = None, client_id: str = "test-app") -> str:
-    q = {"client_id": client_id, "redirect_uri": "http://localhost/cb", "response_type": "code", "state": "xyz"}
+    q = {
+        "client_id": client_id,
+        "redirect_uri": "http://localhost/cb",
+        "response_type": "code",
+        "state": "xyz",
+    }
     if user:
         q["user"] = user
     r = await c.get("/api/oauth2/auth", params=q, allow_redirects=False)
@@ -31,8 +36,15 @@ async def refresh(c, rt: str, creds=CREDS, **kw):
 async def test_code_flow_and_api_call(emu, clock):
     c = await emu()
     code = await code_for(c)
-    r = await c.post(TOKEN, data={"grant_type": "authorization_code", "code": code,
-                                  "redirect_uri": "http://localhost/cb", **CREDS})
+    r = await c.post(
+        TOKEN,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://localhost/cb",
+            **CREDS,
+        },
+    )
     assert r.status == 200
     body = await r.json()
     assert body["expires_in"] == "600" and body["token_type"] == "Bearer"
@@ -41,8 +53,15 @@ async def test_code_flow_and_api_call(emu, clock):
     me = await (await c.get("/api/v1/current/Me", headers=h)).json()
     assert me["d"]["results"][0]["UserName"] == "user-1"
     # codes are single use
-    r = await c.post(TOKEN, data={"grant_type": "authorization_code", "code": code,
-                                  "redirect_uri": "http://localhost/cb", **CREDS})
+    r = await c.post(
+        TOKEN,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://localhost/cb",
+            **CREDS,
+        },
+    )
     assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
     # the access token lives 600 s
     await clock.advance(599)
@@ -64,8 +83,11 @@ async def test_code_expires_after_three_minutes_and_user_param(emu, clock):
     code = await code_for(c, user="user-2")
     r = await c.post(TOKEN, data={"grant_type": "authorization_code", "code": code, **CREDS})
     tok = (await r.json())["access_token"]
-    me = await (await c.get("/api/v1/current/Me", headers={"Authorization": f"Bearer {tok}",
-                                                           "Accept": "application/json"})).json()
+    me = await (
+        await c.get(
+            "/api/v1/current/Me", headers={"Authorization": f"Bearer {tok}", "Accept": "application/json"}
+        )
+    ).json()
     assert me["d"]["results"][0]["UserName"] == "user-2"
 
 
@@ -74,8 +96,10 @@ async def test_rotation_old_token_and_too_early(emu, clock):
     first = c.state.issue_tokens()["refresh_token"]
     r = await refresh(c, first)
     assert r.status == 400
-    assert await r.json() == {"error": "access_denied",
-                              "error_description": "Rate limit exceeded: access_token not expired"}
+    assert await r.json() == {
+        "error": "access_denied",
+        "error_description": "Rate limit exceeded: access_token not expired",
+    }
     assert r.headers["Reason"] == "TooEarlyToRefreshTokens: Rate limit exceeded: access_token not expired"
     assert r.headers["Retry-After"] == "570"
     await clock.advance(569)
@@ -99,8 +123,11 @@ async def test_basic_auth_and_bad_client(emu, clock):
     rt = c.state.issue_tokens()["refresh_token"]
     await clock.advance(600)
     basic = base64.b64encode(b"test-app:test-secret").decode()
-    r = await c.post(TOKEN, data={"grant_type": "refresh_token", "refresh_token": rt},
-                     headers={"Authorization": f"Basic {basic}"})
+    r = await c.post(
+        TOKEN,
+        data={"grant_type": "refresh_token", "refresh_token": rt},
+        headers={"Authorization": f"Basic {basic}"},
+    )
     assert r.status == 200
     r = await refresh(c, "whatever", creds={"client_id": "test-app", "client_secret": "wrong"})
     assert r.status == 400 and (await r.json())["error"] == "invalid_client"
@@ -115,8 +142,9 @@ async def test_refresh_token_expires_after_30_days(emu, clock):
     assert r.status == 400
     body = await r.json()
     assert body["error"] == "invalid_request"
-    assert body["error_description"] == ("The refresh token expired at 12/25/2026 10:00:00 AM and it is now "
-                                         "12/25/2026 10:00:00 AM.")
+    assert body["error_description"] == (
+        "The refresh token expired at 12/25/2026 10:00:00 AM and it is now 12/25/2026 10:00:00 AM."
+    )
     assert c.state.count("refresh_expired") == 1
 
 
@@ -146,6 +174,7 @@ async def test_token_errors_feed_the_error_limit(emu, clock):
 
 async def test_auth_rejects_unknown_client(emu):
     c = await emu()
-    r = await c.get("/api/oauth2/auth", params={"client_id": "nobody", "redirect_uri": "http://x/"},
-                    allow_redirects=False)
+    r = await c.get(
+        "/api/oauth2/auth", params={"client_id": "nobody", "redirect_uri": "http://x/"}, allow_redirects=False
+    )
     assert r.status == 400

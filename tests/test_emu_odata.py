@@ -96,28 +96,47 @@ async def test_filters_of_each_literal_type(emu):
     one = f"/api/v1/7095/crm/Contacts?$filter=ID eq guid'{row['ID'].upper()}'"
     assert [r["ID"] for r in (await get_json(c, one))["d"]["results"]] == [row["ID"]]
     name = row["FirstName"]
-    got = (await get_json(c, "/api/v1/7095/crm/Contacts", **{"$filter": f"FirstName eq '{name}'",
-                                                             "$inlinecount": "allpages"}))["d"]
+    got = (
+        await get_json(
+            c,
+            "/api/v1/7095/crm/Contacts",
+            **{"$filter": f"FirstName eq '{name}'", "$inlinecount": "allpages"},
+        )
+    )["d"]
     assert all(r["FirstName"] == name for r in got["results"]) and int(got["__count"]) > 10
     ms = int(row["Modified"][6:-2])
     from datetime import UTC, datetime
+
     iso = datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    got = (await get_json(c, "/api/v1/7095/crm/Contacts", **{"$filter": f"Modified ge datetime'{iso}'",
-                                                             "$top": "1000"}))["d"]
+    got = (
+        await get_json(
+            c, "/api/v1/7095/crm/Contacts", **{"$filter": f"Modified ge datetime'{iso}'", "$top": "1000"}
+        )
+    )["d"]
     assert got["results"] and all(int(r["Modified"][6:-2]) >= (ms // 1000) * 1000 for r in got["results"])
-    r = await c.get("/api/v1/7095/financialtransaction/TransactionLines/$count", headers=c.auth,
-                    params={"$filter": "(EntryNumber ge 10010 and EntryNumber lt 10020) or AmountDC gt 4999.5"})
+    r = await c.get(
+        "/api/v1/7095/financialtransaction/TransactionLines/$count",
+        headers=c.auth,
+        params={"$filter": "(EntryNumber ge 10010 and EntryNumber lt 10020) or AmountDC gt 4999.5"},
+    )
     n = int(await r.text())
     assert 30 <= n < 60
-    sync = await get_json(c, "/api/v1/7095/sync/CRM/Accounts", **{"$filter": "Timestamp gt 1",
-                                                                  "$select": "ID,Timestamp"})
+    sync = await get_json(
+        c, "/api/v1/7095/sync/CRM/Accounts", **{"$filter": "Timestamp gt 1", "$select": "ID,Timestamp"}
+    )
     ts = [r["Timestamp"] for r in sync["d"]["results"]]
     assert len(ts) == 250 and ts == sorted(ts) and "__next" not in sync["d"]
-    later = await get_json(c, "/api/v1/7095/sync/CRM/Accounts",
-                           **{"$filter": f"Timestamp gt {ts[199]}L", "$select": "ID"})
+    later = await get_json(
+        c, "/api/v1/7095/sync/CRM/Accounts", **{"$filter": f"Timestamp gt {ts[199]}L", "$select": "ID"}
+    )
     assert len(later["d"]["results"]) == 50
-    assert (await get_json(c, "/api/v1/7095/crm/Accounts", **{"$filter": "IsSupplier eq true and Blocked eq false",
-                                                              "$top": "1000"}))["d"]["results"]
+    assert (
+        await get_json(
+            c,
+            "/api/v1/7095/crm/Accounts",
+            **{"$filter": "IsSupplier eq true and Blocked eq false", "$top": "1000"},
+        )
+    )["d"]["results"]
 
 
 async def test_sync_pages_of_1000_with_int64_skiptoken(emu):
@@ -153,7 +172,9 @@ async def test_atom_single_entries_are_well_formed(emu):
     root = ET.fromstring(await r.read())
     assert root.tag == f"{{{A}}}entry"
     assert root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}ID").text == acc
-    assert root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}Modified").get(f"{{{M}}}type") == "Edm.DateTime"
+    assert (
+        root.find(f"{{{A}}}content/{{{M}}}properties/{{{D}}}Modified").get(f"{{{M}}}type") == "Edm.DateTime"
+    )
     r = await c.post("/api/v1/7095/crm/Accounts", json={"Name": "A & B <co>"}, headers=h)
     assert r.status == 201
     root = ET.fromstring(await r.read())

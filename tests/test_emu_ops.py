@@ -41,9 +41,13 @@ async def test_fault_probability_is_seeded(emu):
 
 async def test_fault_set_at_runtime_599_reset_empty(emu):
     c = await emu()
-    c.state.set_faults([{"path": "/api/oauth2/token", "kind": "empty"},
-                        {"path": "*/crm/*", "kind": "599"},
-                        {"path": "*/logistics/*", "kind": "reset"}])
+    c.state.set_faults(
+        [
+            {"path": "/api/oauth2/token", "kind": "empty"},
+            {"path": "*/crm/*", "kind": "599"},
+            {"path": "*/logistics/*", "kind": "reset"},
+        ]
+    )
     r = await c.post("/api/oauth2/token", data={"grant_type": "refresh_token"})
     assert r.status == 200 and await r.read() == b""
     r = await c.get("/api/v1/7095/crm/Contacts", headers=c.auth)
@@ -74,8 +78,13 @@ async def test_stats_endpoint_and_reset(emu):
     await c.get(DIV, headers=c.auth)
     stats = await (await c.get("/_emulator/stats")).json()
     assert stats["by_outcome"] == {"ok": 1, "minutely_429": 1}
-    assert {"app": "test-app", "division": 7095, "endpoint": "system/divisions", "outcome": "ok",
-            "count": 1} in stats["counts"]
+    assert {
+        "app": "test-app",
+        "division": 7095,
+        "endpoint": "system/divisions",
+        "outcome": "ok",
+        "count": 1,
+    } in stats["counts"]
     assert stats["requests"] == 2 == c.state.requests
     assert (await c.post("/_emulator/reset")).status == 204
     assert c.state.count() == 0
@@ -86,8 +95,15 @@ async def test_request_log_has_no_secrets(emu, tmp_path):
     log = tmp_path / "requests.jsonl"
     c = await emu({"request_log": str(log)})
     rt = c.state.issue_tokens("demo-app")["refresh_token"]
-    await c.post("/api/oauth2/token", data={"grant_type": "refresh_token", "refresh_token": rt,
-                                            "client_id": "demo-app", "client_secret": "demo-secret"})
+    await c.post(
+        "/api/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": rt,
+            "client_id": "demo-app",
+            "client_secret": "demo-secret",
+        },
+    )
     await c.get(DIV + "?$filter=Code eq 1", headers=c.auth)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["outcome"] for x in lines] == ["too_early", "ok"]
@@ -99,17 +115,26 @@ async def test_request_log_has_no_secrets(emu, tmp_path):
 
 async def test_xml_download_and_upload_count(emu):
     c = await emu({"minutely_limit": 2})
-    r = await c.get("/docs/XMLDownload.aspx", params={"Topic": "Accounts", "_Division_": "7095"},
-                    headers={"Authorization": c.auth["Authorization"]})
+    r = await c.get(
+        "/docs/XMLDownload.aspx",
+        params={"Topic": "Accounts", "_Division_": "7095"},
+        headers={"Authorization": c.auth["Authorization"]},
+    )
     assert r.status == 200
     text = await r.text()
     assert text.count("<Account ") == 250 and "<eExact" in text
     assert r.headers["X-RateLimit-Minutely-Remaining"] == "1"
-    r = await c.post("/docs/XMLUpload.aspx?Topic=Accounts&_Division_=7095", data=b"<eExact><Accounts/></eExact>",
-                     headers={"Authorization": c.auth["Authorization"], "Content-Type": "application/json"})
+    r = await c.post(
+        "/docs/XMLUpload.aspx?Topic=Accounts&_Division_=7095",
+        data=b"<eExact><Accounts/></eExact>",
+        headers={"Authorization": c.auth["Authorization"], "Content-Type": "application/json"},
+    )
     assert r.status == 200 and "<Messages>" in await r.text()
-    r = await c.get("/docs/XMLDownload.aspx", params={"Topic": "Items", "_Division_": "7095"},
-                    headers={"Authorization": c.auth["Authorization"]})
+    r = await c.get(
+        "/docs/XMLDownload.aspx",
+        params={"Topic": "Items", "_Division_": "7095"},
+        headers={"Authorization": c.auth["Authorization"]},
+    )
     assert r.status == 429
     assert c.state.count(endpoint="xml/download/accounts") == 1
     assert c.state.count(endpoint="xml/upload/accounts") == 1
@@ -143,7 +168,9 @@ async def test_runner_serves_and_links_use_host(clock):
         tok = running.state.issue_tokens()["access_token"]
         async with aiohttp.ClientSession() as s:
             url = running.base_url + "/api/v1/7095/crm/Contacts?$top=61"
-            async with s.get(url, headers={"Authorization": f"Bearer {tok}", "Accept": "application/json"}) as r:
+            async with s.get(
+                url, headers={"Authorization": f"Bearer {tok}", "Accept": "application/json"}
+            ) as r:
                 body = await r.json()
             assert body["d"]["__next"].startswith(running.base_url + "/api/v1/7095/crm/Contacts?")
     finally:
@@ -153,20 +180,30 @@ async def test_runner_serves_and_links_use_host(clock):
         tok = running.state.issue_tokens()["access_token"]
         async with aiohttp.ClientSession() as s:
             url = running.base_url + "/api/v1/7095/crm/Contacts?$top=1"
-            async with s.get(url, headers={"Authorization": f"Bearer {tok}", "Accept": "application/json"}) as r:
+            async with s.get(
+                url, headers={"Authorization": f"Bearer {tok}", "Accept": "application/json"}
+            ) as r:
                 row = (await r.json())["d"]["results"][0]
-        assert row["__metadata"]["uri"].startswith("https://start.exactonline.nl/api/v1/7095/crm/Contacts(guid'")
+        assert row["__metadata"]["uri"].startswith(
+            "https://start.exactonline.nl/api/v1/7095/crm/Contacts(guid'"
+        )
     finally:
         await running.stop()
 
 
 def test_cli_prints_urls_and_stops_on_sigterm(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.emu.cli", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy.emu.cli", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     try:
         first = proc.stdout.readline()
-        assert re.fullmatch(r"Exact Online emulator listening on http://127\.0\.0\.1:\d+", first.strip()), first
+        assert re.fullmatch(r"Exact Online emulator listening on http://127\.0\.0\.1:\d+", first.strip()), (
+            first
+        )
         assert "client_id=demo-app" in proc.stdout.readline()
         assert "/api/oauth2/auth?client_id=demo-app" in proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)
@@ -176,8 +213,13 @@ def test_cli_prints_urls_and_stops_on_sigterm(tmp_path):
             proc.kill()
     bad = tmp_path / "bad.yaml"
     bad.write_text("daily_limit: -1\n")
-    out = subprocess.run([sys.executable, "-m", "proxy.emu.cli", "--config", str(bad)], capture_output=True,
-                         text=True, timeout=10, cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy.emu.cli", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.returncode == 2 and "bad.yaml:1: daily_limit" in out.stderr
 
 

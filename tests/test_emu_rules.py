@@ -9,8 +9,10 @@ pytest_plugins = ["tests.test_emu_support"]
 ACC = "/api/v1/7095/crm/Accounts"
 ALL = "ID ne guid'00000000-0000-0000-0000-000000000000'"
 MISSING = "00000000-0000-0000-0000-000000000001"
-PREFIX = ("This endpoint has mandatory filtering applied. A GET request for this endpoint must have a $filter "
-          "parameter with one of the following fields in the url:")
+PREFIX = (
+    "This endpoint has mandatory filtering applied. A GET request for this endpoint must have a $filter "
+    "parameter with one of the following fields in the url:"
+)
 
 
 async def test_post_put_delete_and_sync_deleted(emu, clock):
@@ -32,8 +34,11 @@ async def test_post_put_delete_and_sync_deleted(emu, clock):
     assert r.status == 404
     assert (await r.json())["error"]["message"]["value"]
     assert c.state.count("not_found", endpoint="crm/accounts") == 1
-    deleted = (await (await c.get("/api/v1/7095/sync/Deleted", headers=c.auth,
-                                  params={"$filter": "Timestamp gt 1"})).json())["d"]["results"]
+    deleted = (
+        await (
+            await c.get("/api/v1/7095/sync/Deleted", headers=c.auth, params={"$filter": "Timestamp gt 1"})
+        ).json()
+    )["d"]["results"]
     keys = [d["EntityKey"] for d in deleted]
     assert row["ID"] in keys and c.state.deleted_account_id(7095) in keys
     assert deleted[-1]["EntityKey"] == row["ID"]
@@ -43,8 +48,9 @@ async def test_post_put_delete_and_sync_deleted(emu, clock):
     assert (await c.delete(key, headers=c.auth)).status == 404
 
 
-@pytest.mark.parametrize("path", ["crm/Accounts", "CRM/accounts", "bulk/CRM/Accounts", "logistics/Items",
-                                  "bulk/Logistics/Items"])
+@pytest.mark.parametrize(
+    "path", ["crm/Accounts", "CRM/accounts", "bulk/CRM/Accounts", "logistics/Items", "bulk/Logistics/Items"]
+)
 async def test_mandatory_filter(emu, path):
     c = await emu()
     url = f"/api/v1/7095/{path}"
@@ -53,7 +59,7 @@ async def test_mandatory_filter(emu, path):
     assert r.status == 400
     text = (await r.json())["error"]["message"]["value"]
     assert text.startswith(PREFIX) and text.endswith(".") and "url: " not in text
-    fields = text[len(PREFIX):-1].split(",")
+    fields = text[len(PREFIX) : -1].split(",")
     assert "ID" in fields and "Modified" in fields
     if "accounts" in path.lower():
         assert "Name" in fields and fields[0] == "Accountant" and fields[-1] == "VATNumber"
@@ -65,8 +71,12 @@ async def test_mandatory_filter(emu, path):
 
 
 async def test_mandatory_filter_is_configurable(emu):
-    c = await emu({"mandatory_filter_endpoints": ["crm/contacts"],
-                   "mandatory_filter_fields": {"crm/contacts": ["ID", "Account"]}})
+    c = await emu(
+        {
+            "mandatory_filter_endpoints": ["crm/contacts"],
+            "mandatory_filter_fields": {"crm/contacts": ["ID", "Account"]},
+        }
+    )
     assert (await c.get(ACC, headers=c.auth)).status == 200
     r = await c.get("/api/v1/7095/crm/Contacts", headers=c.auth)
     assert (await r.json())["error"]["message"]["value"] == PREFIX + "ID,Account."

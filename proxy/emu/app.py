@@ -71,8 +71,12 @@ async def api(request: web.Request) -> web.StreamResponse:
     client, _user, problem = bearer(emu, request, now)
     if problem is not None:
         outcome = "unauthorized" if problem == "unknown" else "token_expired"
-        resp = rest_error(401, "Access denied: the access token is missing, invalid or expired.",
-                          reason="Unauthorized", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        resp = rest_error(
+            401,
+            "Access denied: the access token is missing, invalid or expired.",
+            reason="Unauthorized",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
         if client is not None:
             emu.errors.record(client, division, endpoint, 401, now)
         emu.stats_.record(request.method, request.path, client, division, endpoint, 401, outcome, now)
@@ -98,8 +102,9 @@ async def api(request: web.Request) -> web.StreamResponse:
     return await limited(emu, request, client, division, endpoint, now, call)
 
 
-async def dispatch(emu: Emulator, request: web.Request, division: int, endpoint: str, key: str | None,
-                   count_only: bool) -> tuple[web.StreamResponse, str]:
+async def dispatch(
+    emu: Emulator, request: web.Request, division: int, endpoint: str, key: str | None, count_only: bool
+) -> tuple[web.StreamResponse, str]:
     ep = ENDPOINTS.get(endpoint)
     method = request.method
     if ep is None:

@@ -15,9 +15,11 @@ import re
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
-NS = ('xmlns="http://www.w3.org/2005/Atom" '
-      'xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" '
-      'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"')
+NS = (
+    'xmlns="http://www.w3.org/2005/Atom" '
+    'xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" '
+    'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"'
+)
 _DATE = re.compile(r"^/Date\((-?\d+)\)/$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -46,24 +48,35 @@ def _entry_body(row: dict, updated: str) -> str:
     meta = row.get("__metadata", {})
     uri = meta.get("uri", "")
     props = "".join(_prop(k, v) for k, v in row.items() if k != "__metadata")
-    return (f"<id>{escape(uri)}</id><title type=\"text\" /><updated>{updated}</updated>"
-            f"<author><name /></author><link rel=\"edit\" href={quoteattr(uri)} />"
-            f"<category term={quoteattr(meta.get('type', ''))} "
-            f"scheme=\"http://schemas.microsoft.com/ado/2007/08/dataservices/scheme\" />"
-            f"<content type=\"application/xml\"><m:properties>{props}</m:properties></content>")
+    return (
+        f'<id>{escape(uri)}</id><title type="text" /><updated>{updated}</updated>'
+        f'<author><name /></author><link rel="edit" href={quoteattr(uri)} />'
+        f"<category term={quoteattr(meta.get('type', ''))} "
+        f'scheme="http://schemas.microsoft.com/ado/2007/08/dataservices/scheme" />'
+        f'<content type="application/xml"><m:properties>{props}</m:properties></content>'
+    )
 
 
 def _now(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def feed(base: str, self_url: str, title: str, rows: list[dict], next_url: str | None,
-         count: int | None, now: float) -> bytes:
+def feed(
+    base: str,
+    self_url: str,
+    title: str,
+    rows: list[dict],
+    next_url: str | None,
+    count: int | None,
+    now: float,
+) -> bytes:
     updated = _now(now)
-    parts = ['<?xml version="1.0" encoding="utf-8"?>',
-             f"<feed xml:base={quoteattr(base)} {NS}>",
-             f'<title type="text">{escape(title)}</title><id>{escape(self_url)}</id><updated>{updated}</updated>',
-             f'<link rel="self" title={quoteattr(title)} href={quoteattr(title)} />']
+    parts = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        f"<feed xml:base={quoteattr(base)} {NS}>",
+        f'<title type="text">{escape(title)}</title><id>{escape(self_url)}</id><updated>{updated}</updated>',
+        f'<link rel="self" title={quoteattr(title)} href={quoteattr(title)} />',
+    ]
     if count is not None:
         parts.append(f"<m:count>{count}</m:count>")
     for row in rows:
@@ -75,5 +88,7 @@ def feed(base: str, self_url: str, title: str, rows: list[dict], next_url: str |
 
 
 def entry(base: str, row: dict, now: float) -> bytes:
-    return ('<?xml version="1.0" encoding="utf-8"?>'
-            f"<entry xml:base={quoteattr(base)} {NS}>{_entry_body(row, _now(now))}</entry>").encode()
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f"<entry xml:base={quoteattr(base)} {NS}>{_entry_body(row, _now(now))}</entry>"
+    ).encode()

@@ -26,9 +26,15 @@ DEMO_CLIENT = "demo-app"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9090, help="port to listen on (default 9090)")
-    parser.add_argument("--config", default=None, help="emulator YAML settings (limits, tokens, data, faults)")
-    parser.add_argument("--clock-scale", type=float, default=1.0,
-                        help="run the emulator's clock this many times faster (6 = 10-second minutes)")
+    parser.add_argument(
+        "--config", default=None, help="emulator YAML settings (limits, tokens, data, faults)"
+    )
+    parser.add_argument(
+        "--clock-scale",
+        type=float,
+        default=1.0,
+        help="run the emulator's clock this many times faster (6 = 10-second minutes)",
+    )
     parser.add_argument("--request-log", default=None, help="append one JSON line per request to this file")
 
 
@@ -56,8 +62,11 @@ async def serve(args: argparse.Namespace, cfg: EmulatorConfig, out=None) -> int:
         print(f"clock runs {scale:g}x faster: a minute lasts {60 / scale:g} s", file=out)
     if secret is not None:
         print(f"demo client: client_id={DEMO_CLIENT} client_secret={secret}", file=out)
-        print(f"authorize in a browser: {base}/api/oauth2/auth?client_id={DEMO_CLIENT}"
-              f"&redirect_uri=http://localhost/callback&response_type=code", file=out)
+        print(
+            f"authorize in a browser: {base}/api/oauth2/auth?client_id={DEMO_CLIENT}"
+            f"&redirect_uri=http://localhost/callback&response_type=code",
+            file=out,
+        )
     print(f"statistics: {base}/_emulator/stats", file=out)
     out.flush()
     try:
@@ -76,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(serve(args, cfg))
     except OSError as exc:
-        print(f"exact-proxy emulate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"exact-proxy emulate: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         return 0

@@ -43,7 +43,9 @@ class EmulatorConfig:
     limits: list[LimitOverride] = field(default_factory=list)
     retry_after_on_429: bool = False
     # OAuth
-    clients: dict[str, str] = field(default_factory=lambda: {"test-app": "test-secret", "demo-app": "demo-secret"})
+    clients: dict[str, str] = field(
+        default_factory=lambda: {"test-app": "test-secret", "demo-app": "demo-secret"}
+    )
     user: str = "user-1"
     token_type: str = "Bearer"
     access_token_lifetime: float = 600.0
@@ -105,8 +107,9 @@ class EmulatorConfig:
         if "mandatory_filter_endpoints" in d:
             d["mandatory_filter_endpoints"] = [str(e).lower() for e in d["mandatory_filter_endpoints"] or []]
         if "mandatory_filter_fields" in d:
-            d["mandatory_filter_fields"] = {str(k).lower(): list(v) for k, v in
-                                            (d["mandatory_filter_fields"] or {}).items()}
+            d["mandatory_filter_fields"] = {
+                str(k).lower(): list(v) for k, v in (d["mandatory_filter_fields"] or {}).items()
+            }
         if "division_reasons" in d:
             d["division_reasons"] = {int(k): str(v) for k, v in (d["division_reasons"] or {}).items()}
         cfg = cls(**d)
@@ -114,13 +117,25 @@ class EmulatorConfig:
         return cfg
 
     def validate(self) -> None:
-        for name in ("minutely_limit", "daily_limit", "token_daily_limit", "page_size", "bulk_page_size",
-                     "error_limit"):
+        for name in (
+            "minutely_limit",
+            "daily_limit",
+            "token_daily_limit",
+            "page_size",
+            "bulk_page_size",
+            "error_limit",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name}: must be a non-negative integer, got {v!r}")
-        for name in ("access_token_lifetime", "refresh_token_lifetime", "too_early_seconds", "code_lifetime",
-                     "error_window", "error_block_seconds"):
+        for name in (
+            "access_token_lifetime",
+            "refresh_token_lifetime",
+            "too_early_seconds",
+            "code_lifetime",
+            "error_window",
+            "error_block_seconds",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name}: must be a non-negative number, got {v!r}")

@@ -119,9 +119,15 @@ class DataStore:
     def _tombstone(self, rng: Random, division: int, name: str, row: dict) -> dict:
         stamp = self._stamp.get(division, 10_000_000) + 1
         self._stamp[division] = stamp
-        return {"ID": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "Timestamp": stamp,
-                "EntityKey": row[SPECS[name].key], "EntityType": DELETED_ENTITY_TYPE.get(name, 0),
-                "DeletedBy": None, "DeletedDate": date(int(self.clock.time() * 1000)), "Division": division}
+        return {
+            "ID": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "Timestamp": stamp,
+            "EntityKey": row[SPECS[name].key],
+            "EntityType": DELETED_ENTITY_TYPE.get(name, 0),
+            "DeletedBy": None,
+            "DeletedDate": date(int(self.clock.time() * 1000)),
+            "Division": division,
+        }
 
     def deleted_ids(self, division: int) -> list[str]:
         self.table(division, "Accounts")
@@ -145,8 +151,13 @@ class DataStore:
         row = table.get(key)
         if row is None:
             return None
-        row.update({k: v for k, v in values.items()
-                    if k in spec.fields and k not in (spec.key, "Created", "Division")})
+        row.update(
+            {
+                k: v
+                for k, v in values.items()
+                if k in spec.fields and k not in (spec.key, "Created", "Division")
+            }
+        )
         row["Modified"] = date(int(self.clock.time() * 1000))
         row["Timestamp"] = self.next_timestamp(division)
         table.touched()

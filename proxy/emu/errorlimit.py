@@ -56,4 +56,6 @@ class ErrorLimit:
             self._blocked[key] = now + self.config.error_block_seconds
 
     def blocks(self) -> list[dict]:
-        return [{"app": a, "division": d, "endpoint": e, "until": u} for (a, d, e), u in self._blocked.items()]
+        return [
+            {"app": a, "division": d, "endpoint": e, "until": u} for (a, d, e), u in self._blocked.items()
+        ]

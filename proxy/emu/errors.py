@@ -17,23 +17,31 @@ from aiohttp import web
 JSON = "application/json; charset=utf-8"
 
 
-def rest_error(status: int, text: str, reason: str | None = None,
-               headers: dict[str, str] | None = None) -> web.Response:
+def rest_error(
+    status: int, text: str, reason: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body = json.dumps({"error": {"code": "", "message": {"lang": "", "value": text}}}, separators=(",", ":"))
     h = dict(headers or {})
     if reason:
         h["Reason"] = reason
-    return web.Response(status=status, body=body.encode(), content_type="application/json",
-                        charset="utf-8", headers=h)
+    return web.Response(
+        status=status, body=body.encode(), content_type="application/json", charset="utf-8", headers=h
+    )
 
 
-def oauth_error(status: int, error: str, description: str | None = None,
-                headers: dict[str, str] | None = None) -> web.Response:
+def oauth_error(
+    status: int, error: str, description: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     payload = {"error": error}
     if description is not None:
         payload["error_description"] = description
-    return web.Response(status=status, body=json.dumps(payload, separators=(",", ":")).encode(), content_type="application/json",
-                        charset="utf-8", headers=headers)
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 def empty(status: int, headers: dict[str, str] | None = None) -> web.Response:

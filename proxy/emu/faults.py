@@ -61,10 +61,16 @@ def _rule(d: dict) -> Rule:
     if p is not None and not (0 <= float(p) <= 1):
         raise ValueError("fault rule: probability must be between 0 and 1")
     methods = d.get("methods")
-    return Rule(path=str(d.get("path", "*")).lower(),
-                methods=frozenset(m.upper() for m in methods) if methods else None,
-                kind=kind, every=every, probability=None if p is None else float(p),
-                rng=Random(d.get("seed", 0)), delay=float(d.get("delay", 0)), status=int(d.get("status", 200)))
+    return Rule(
+        path=str(d.get("path", "*")).lower(),
+        methods=frozenset(m.upper() for m in methods) if methods else None,
+        kind=kind,
+        every=every,
+        probability=None if p is None else float(p),
+        rng=Random(d.get("seed", 0)),
+        delay=float(d.get("delay", 0)),
+        status=int(d.get("status", 200)),
+    )
 
 
 class Faults:

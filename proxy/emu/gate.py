@@ -27,12 +27,14 @@ def bearer(emu: Emulator, request: web.Request, now: float) -> tuple[str | None,
     return emu.tokens.check_access(h[7:].strip(), now)
 
 
-async def limited(emu: Emulator, request: web.Request, client: str, division: int, endpoint: str, now: float,
-                  call: Call) -> web.StreamResponse:
+async def limited(
+    emu: Emulator, request: web.Request, client: str, division: int, endpoint: str, now: float, call: Call
+) -> web.StreamResponse:
     """The error limit, then the call windows, then the handler: the shared path of REST and XML calls."""
     if emu.errors.blocked(client, division, endpoint, now):
-        resp: web.StreamResponse = web.Response(status=emu.config.error_block_status,
-                                                text=emu.config.error_block_body)
+        resp: web.StreamResponse = web.Response(
+            status=emu.config.error_block_status, text=emu.config.error_block_body
+        )
         outcome = "error_block"
     else:
         outcome, headers = emu.windows.take(client, division, now)

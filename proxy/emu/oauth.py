@@ -70,18 +70,32 @@ async def token(request: web.Request) -> web.StreamResponse:
     basic = _basic(request)
     claimed = form.get("client_id") or (basic[0] if basic else None)
     if claimed and emu.errors.blocked(claimed, None, TOKEN_ENDPOINT, now):
-        emu.stats_.record("POST", request.path, claimed, None, TOKEN_ENDPOINT, emu.config.error_block_status,
-                          "error_block", now)
+        emu.stats_.record(
+            "POST",
+            request.path,
+            claimed,
+            None,
+            TOKEN_ENDPOINT,
+            emu.config.error_block_status,
+            "error_block",
+            now,
+        )
         return web.Response(status=emu.config.error_block_status, text=emu.config.error_block_body)
     result = emu.tokens.grant(form, basic, now)
     if result.status == 200:
-        resp = web.Response(body=json.dumps(result.body, separators=(",", ":")).encode(), content_type="application/json",
-                            charset="utf-8", headers={"Cache-Control": "no-store"})
+        resp = web.Response(
+            body=json.dumps(result.body, separators=(",", ":")).encode(),
+            content_type="application/json",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
     else:
-        resp = oauth_error(result.status, result.body["error"], result.body.get("error_description"),
-                           result.headers)
+        resp = oauth_error(
+            result.status, result.body["error"], result.body.get("error_description"), result.headers
+        )
     if result.client_id:
         emu.errors.record(result.client_id, None, TOKEN_ENDPOINT, result.status, now)
-    emu.stats_.record("POST", request.path, result.client_id, None, TOKEN_ENDPOINT, result.status, result.outcome,
-                      now)
+    emu.stats_.record(
+        "POST", request.path, result.client_id, None, TOKEN_ENDPOINT, result.status, result.outcome, now
+    )
     return resp

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     \s*(?:
       (?P<lp>\() | (?P<rp>\)) |
       (?P<guid>guid'(?P<g>[0-9a-fA-F-]{36})') |
@@ -26,7 +27,9 @@ _TOKEN = re.compile(r"""
       (?P<str>'(?P<s>(?:[^']|'')*)') |
       (?P<num>-?\d+(?:\.\d+)?(?P<suffix>[LlMmDdFf])?)(?![\w.]) |
       (?P<word>[A-Za-z_][A-Za-z0-9_/]*)
-    )""", re.VERBOSE)
+    )""",
+    re.VERBOSE,
+)
 
 OPS = {"eq", "ne", "gt", "ge", "lt", "le"}
 _DATE = re.compile(r"/Date\((-?\d+)")
@@ -61,7 +64,7 @@ def _tokens(text: str) -> list[tuple[str, object]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise ValueError(f"syntax error in $filter at position {pos}: {text[pos:pos + 20]!r}")
+            raise ValueError(f"syntax error in $filter at position {pos}: {text[pos : pos + 20]!r}")
         pos = m.end()
         if m.group("lp"):
             out.append(("(", None))
@@ -109,8 +112,12 @@ def _value(row: dict, operand, kind: str):
 
 
 _CMP = {
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
 }
 
 
@@ -186,6 +193,7 @@ class _Parser:
                 return fn(a, b)
             except TypeError:
                 return False
+
         return pred
 
 

@@ -23,16 +23,22 @@ ACCOUNT_FIELDS = (
     "Classification1,Classification2,Classification3,Classification4,Classification5,Classification6,"
     "Classification7,Classification8,Classification,Code,CodeAtSupplier,Country,Created,Email,EndDate,Fax,ID,"
     "InvoiceAccount,IsAccountant,IsReseller,IsSales,IsSupplier,MainContact,Modified,Name,Parent,Phone,Postcode,"
-    "PriceList,Reseller,RSIN,SearchCode,StartDate,Status,Type,VATNumber").split(",")
+    "PriceList,Reseller,RSIN,SearchCode,StartDate,Status,Type,VATNumber"
+).split(",")
 ITEM_FIELDS = (
     "Barcode,Class_01,Class_02,Class_03,Class_04,Class_05,Class_06,Class_07,Class_08,Class_09,Class_10,Code,"
     "CostPriceNew,Created,Description,EndDate,ExtraDescription,FreeBoolField_01,FreeBoolField_02,FreeBoolField_03,"
     "FreeBoolField_04,FreeBoolField_05,ID,IsSalesItem,IsStockItem,ItemGroup,Modified,SearchCode,StartDate,"
-    "Unit").split(",")
+    "Unit"
+).split(",")
 DEFAULT_ALLOWED = {"Accounts": ACCOUNT_FIELDS, "Items": ITEM_FIELDS}
-MANDATORY = ("This endpoint has mandatory filtering applied. A GET request for this endpoint must have a $filter "
-             "parameter with one of the following fields in the url:")
-_GUID = re.compile(r"^(?:guid)?'?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})'?$")
+MANDATORY = (
+    "This endpoint has mandatory filtering applied. A GET request for this endpoint must have a $filter "
+    "parameter with one of the following fields in the url:"
+)
+_GUID = re.compile(
+    r"^(?:guid)?'?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})'?$"
+)
 _INT64 = re.compile(r"^(\d+)[Ll]?$")
 
 
@@ -44,7 +50,9 @@ class Refusal(Exception):
 
 
 def allowed_fields(config, endpoint_key: str, ep: Endpoint) -> list[str]:
-    got = config.mandatory_filter_fields.get(endpoint_key) or config.mandatory_filter_fields.get(ep.spec.name.lower())
+    got = config.mandatory_filter_fields.get(endpoint_key) or config.mandatory_filter_fields.get(
+        ep.spec.name.lower()
+    )
     return list(got) if got else DEFAULT_ALLOWED.get(ep.spec.name, ["ID", "Modified"])
 
 
@@ -81,7 +89,9 @@ class Options:
             except ValueError as exc:
                 raise Refusal(f"Error parsing $filter: {exc}.", "bad_request") from None
         if sync and flt is not None and (flt.fields - {"Timestamp"}):
-            raise Refusal("Only the Timestamp property can be used in $filter on sync endpoints.", "sync_filter")
+            raise Refusal(
+                "Only the Timestamp property can be used in $filter on sync endpoints.", "sync_filter"
+            )
         raw_select = query.get("$select")
         if ep.kind == "bulk" and not (raw_select and raw_select.strip()):
             raise Refusal("The $select parameter is mandatory for bulk endpoints.", "bulk_select")

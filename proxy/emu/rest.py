@@ -27,8 +27,11 @@ def wants_json(request: web.Request) -> bool:
 
 
 def base_url(emu, request: web.Request) -> str:
-    return emu.config.public_base_url.rstrip("/") if emu.config.public_base_url else \
-        f"{request.scheme}://{request.host}"
+    return (
+        emu.config.public_base_url.rstrip("/")
+        if emu.config.public_base_url
+        else f"{request.scheme}://{request.host}"
+    )
 
 
 def key_literal(ep: Endpoint, row: dict) -> str:
@@ -51,8 +54,13 @@ def shape(row: dict, ep: Endpoint, prefix: str, select: list[str] | None) -> dic
 
 
 def _json(payload, status: int = 200, headers=None) -> web.Response:
-    return web.Response(status=status, body=json.dumps(payload, separators=(",", ":")).encode(),
-                        content_type=JSON_CT, charset="utf-8", headers=headers)
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        content_type=JSON_CT,
+        charset="utf-8",
+        headers=headers,
+    )
 
 
 def _rows(emu, division: int, ep: Endpoint, token):
@@ -66,8 +74,13 @@ def _rows(emu, division: int, ep: Endpoint, token):
 
 def get_collection(emu, request: web.Request, division: int, key: str, ep: Endpoint, count_only: bool):
     try:
-        opts = Options.parse(request.query, key, ep, emu.config,
-                             key in emu.mandatory and (not count_only or emu.config.mandatory_filter_on_count))
+        opts = Options.parse(
+            request.query,
+            key,
+            ep,
+            emu.config,
+            key in emu.mandatory and (not count_only or emu.config.mandatory_filter_on_count),
+        )
     except Refusal as r:
         return rest_error(400, r.message), r.outcome
     pred = opts.flt.predicate if opts.flt is not None else None
@@ -109,8 +122,15 @@ def get_collection(emu, request: web.Request, division: int, key: str, ep: Endpo
             d["__next"] = nxt
         return _json({"d": d}), "ok"
     self_url = base + request.raw_path
-    body = atom.feed(f"{base}/api/v1/{division}/", self_url, ep.path.rsplit("/", 1)[-1], shaped, nxt, total,
-                     emu.clock.time())
+    body = atom.feed(
+        f"{base}/api/v1/{division}/",
+        self_url,
+        ep.path.rsplit("/", 1)[-1],
+        shaped,
+        nxt,
+        total,
+        emu.clock.time(),
+    )
     return web.Response(body=body, content_type="application/atom+xml", charset="utf-8"), "ok"
 
 
@@ -127,8 +147,9 @@ def _one(emu, request, division: int, ep: Endpoint, row: dict, status: int = 200
     if wants_json(request):
         return _json({"d": shaped}, status, headers)
     body = atom.entry(f"{base}/api/v1/{division}/", shaped, emu.clock.time())
-    return web.Response(status=status, body=body, content_type="application/atom+xml", charset="utf-8",
-                        headers=headers)
+    return web.Response(
+        status=status, body=body, content_type="application/atom+xml", charset="utf-8", headers=headers
+    )
 
 
 def _not_found(ep: Endpoint):
@@ -148,7 +169,9 @@ async def _body(request: web.Request) -> dict:
     try:
         data = json.loads(await request.read() or b"{}")
     except ValueError:
-        raise Refusal("Error processing request stream. The request body is not valid JSON.", "bad_request") from None
+        raise Refusal(
+            "Error processing request stream. The request body is not valid JSON.", "bad_request"
+        ) from None
     if not isinstance(data, dict):
         raise Refusal("Error processing request stream. A JSON object is expected.", "bad_request")
     return data

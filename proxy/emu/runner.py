@@ -27,8 +27,9 @@ class RunningEmulator:
         await self.runner.cleanup()
 
 
-async def start_emulator(config: EmulatorConfig | None = None, clock=None, host: str = "127.0.0.1", port: int = 0,
-                         ssl_context=None) -> RunningEmulator:
+async def start_emulator(
+    config: EmulatorConfig | None = None, clock=None, host: str = "127.0.0.1", port: int = 0, ssl_context=None
+) -> RunningEmulator:
     app = create_app(config, clock)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -40,8 +40,13 @@ class Emulator:
         out["blocks"] = self.errors.blocks()
         return out
 
-    def count(self, outcome: str | None = None, app: str | None = None, division: int | None = None,
-              endpoint: str | None = None) -> int:
+    def count(
+        self,
+        outcome: str | None = None,
+        app: str | None = None,
+        division: int | None = None,
+        endpoint: str | None = None,
+    ) -> int:
         return self.stats_.count(outcome, app, division, endpoint)
 
     def issue_tokens(self, client_id: str = "test-app", user: str = "user-1") -> dict:
@@ -56,7 +61,9 @@ class Emulator:
             raise LookupError(f"division {division} has no deleted account (deleted_accounts is 0)")
         return ids[0]
 
-    def set_limits(self, app: str, division: int, minutely: int | None = None, daily: int | None = None) -> None:
+    def set_limits(
+        self, app: str, division: int, minutely: int | None = None, daily: int | None = None
+    ) -> None:
         self.windows.set_limits(app, int(division), minutely, daily)
 
     def reset_limits(self) -> None:

@@ -21,17 +21,43 @@ class Stats:
         self.requests = 0
         self._log: IO[str] | None = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
 
-    def record(self, method: str, path: str, app: str | None, division: int | None, endpoint: str | None,
-               status: int, outcome: str, now: float) -> None:
+    def record(
+        self,
+        method: str,
+        path: str,
+        app: str | None,
+        division: int | None,
+        endpoint: str | None,
+        status: int,
+        outcome: str,
+        now: float,
+    ) -> None:
         self.counts[(outcome, app, division, endpoint)] += 1
         if self._log is not None:
-            self._log.write(json.dumps({"ts": round(now, 3), "method": method, "path": path, "app": app,
-                                        "division": division, "endpoint": endpoint, "status": status,
-                                        "outcome": outcome}) + "\n")
+            self._log.write(
+                json.dumps(
+                    {
+                        "ts": round(now, 3),
+                        "method": method,
+                        "path": path,
+                        "app": app,
+                        "division": division,
+                        "endpoint": endpoint,
+                        "status": status,
+                        "outcome": outcome,
+                    }
+                )
+                + "\n"
+            )
             self._log.flush()
 
-    def count(self, outcome: str | None = None, app: str | None = None, division: int | None = None,
-              endpoint: str | None = None) -> int:
+    def count(
+        self,
+        outcome: str | None = None,
+        app: str | None = None,
+        division: int | None = None,
+        endpoint: str | None = None,
+    ) -> int:
         total = 0
         for (o, a, d, e), n in self.counts.items():
             if outcome is not None and o != outcome:

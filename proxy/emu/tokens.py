@@ -70,8 +70,12 @@ class Tokens:
         self.refresh[refresh] = Refresh(client_id, user, now)
         self.current[(client_id, user)] = refresh
         self.last_issued[(client_id, user)] = now
-        return {"access_token": access, "token_type": self.config.token_type,
-                "expires_in": str(int(self.config.access_token_lifetime)), "refresh_token": refresh}
+        return {
+            "access_token": access,
+            "token_type": self.config.token_type,
+            "expires_in": str(int(self.config.access_token_lifetime)),
+            "refresh_token": refresh,
+        }
 
     def check_access(self, token: str, now: float) -> tuple[str | None, str | None, str | None]:
         entry = self.access.get(token)
@@ -117,10 +121,16 @@ class Tokens:
         return TokenResult(400, {"error": "unsupported_grant_type"}, "unsupported_grant_type", cid)
 
     def _limit(self, cid: str, user: str) -> TokenResult:
-        return TokenResult(self.config.token_daily_status,
-                           {"error": "access_denied",
-                            "error_description": "Rate limit exceeded: maximum number of token requests per day"},
-                           "token_daily_limit", cid, user)
+        return TokenResult(
+            self.config.token_daily_status,
+            {
+                "error": "access_denied",
+                "error_description": "Rate limit exceeded: maximum number of token requests per day",
+            },
+            "token_daily_limit",
+            cid,
+            user,
+        )
 
     def _code_grant(self, cid: str, form: dict[str, str], now: float) -> TokenResult:
         entry = self.codes.pop(form.get("code", ""), None)
@@ -142,13 +152,19 @@ class Tokens:
         if not self._count(cid, user, now):
             return self._limit(cid, user)
         if not rt.current:
-            return TokenResult(401, {"error": "unauthorized_client", "error_description": "Old refresh token used."},
-                               "old_refresh_token", cid, user)
+            return TokenResult(
+                401,
+                {"error": "unauthorized_client", "error_description": "Old refresh token used."},
+                "old_refresh_token",
+                cid,
+                user,
+            )
         expires = rt.issued_at + self.config.refresh_token_lifetime
         if now >= expires:
             text = f"The refresh token expired at {exact_time(expires)} and it is now {exact_time(now)}."
-            return TokenResult(400, {"error": "invalid_request", "error_description": text},
-                               "refresh_expired", cid, user)
+            return TokenResult(
+                400, {"error": "invalid_request", "error_description": text}, "refresh_expired", cid, user
+            )
         last = self.last_issued.get((cid, user))
         if last is not None and now - last < self.config.too_early_seconds:
             text = "Rate limit exceeded: access_token not expired"
@@ -157,6 +173,7 @@ class Tokens:
                 headers["Retry-After"] = str(max(1, math.ceil(self.config.too_early_seconds - (now - last))))
             if self.config.invalidate_on_too_early:
                 rt.current = False
-            return TokenResult(400, {"error": "access_denied", "error_description": text}, "too_early",
-                               cid, user, headers)
+            return TokenResult(
+                400, {"error": "access_denied", "error_description": text}, "too_early", cid, user, headers
+            )
         return TokenResult(200, self.issue(cid, user, now), "ok", cid, user)

@@ -41,7 +41,9 @@ class Windows:
         self._limits: dict[tuple[str, int], tuple[int, int]] = {}
         self._overrides: dict[tuple[str, int], tuple[int | None, int | None]] = {}
 
-    def set_limits(self, app: str, division: int, minutely: int | None = None, daily: int | None = None) -> None:
+    def set_limits(
+        self, app: str, division: int, minutely: int | None = None, daily: int | None = None
+    ) -> None:
         self._overrides[(app, int(division))] = (minutely, daily)
         self._limits.clear()
 
@@ -90,15 +92,19 @@ class Windows:
 
     @staticmethod
     def _minutely(c: _Counter, limit: int) -> dict[str, str]:
-        return {"X-RateLimit-Minutely-Limit": str(limit),
-                "X-RateLimit-Minutely-Remaining": str(max(0, limit - c.minute_count)),
-                "X-RateLimit-Minutely-Reset": str((c.minute + 1) * 60_000)}
+        return {
+            "X-RateLimit-Minutely-Limit": str(limit),
+            "X-RateLimit-Minutely-Remaining": str(max(0, limit - c.minute_count)),
+            "X-RateLimit-Minutely-Reset": str((c.minute + 1) * 60_000),
+        }
 
     @staticmethod
     def _daily(c: _Counter, limit: int) -> dict[str, str]:
-        return {"X-RateLimit-Limit": str(limit),
-                "X-RateLimit-Remaining": str(max(0, limit - c.day_count)),
-                "X-RateLimit-Reset": str((c.day + 1) * 86_400_000)}
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - c.day_count)),
+            "X-RateLimit-Reset": str((c.day + 1) * 86_400_000),
+        }
 
     @staticmethod
     def retry_after(outcome: str, now: float) -> int:

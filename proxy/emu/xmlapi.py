@@ -23,13 +23,16 @@ XML = "application/xml"
 
 
 def _xml(body: str, status: int = 200) -> web.Response:
-    return web.Response(status=status, text='<?xml version="1.0" encoding="utf-8"?>' + body, content_type=XML,
-                        charset="utf-8")
+    return web.Response(
+        status=status, text='<?xml version="1.0" encoding="utf-8"?>' + body, content_type=XML, charset="utf-8"
+    )
 
 
 def _eexact(inner: str) -> str:
-    return ('<eExact xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-            f'xsi:noNamespaceSchemaLocation="eExact-Schema.xsd">{inner}</eExact>')
+    return (
+        '<eExact xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        f'xsi:noNamespaceSchemaLocation="eExact-Schema.xsd">{inner}</eExact>'
+    )
 
 
 async def _gate(request: web.Request, direction: str, make) -> web.StreamResponse:
@@ -45,13 +48,26 @@ async def _gate(request: web.Request, direction: str, make) -> web.StreamRespons
     endpoint = f"xml/{direction}/{topic.lower()}"
     client, _user, problem = bearer(emu, request, now)
     if problem is not None or client is None:
-        emu.stats_.record(request.method, request.path, client, None, endpoint, 401,
-                          "unauthorized" if problem == "unknown" else "token_expired", now)
+        emu.stats_.record(
+            request.method,
+            request.path,
+            client,
+            None,
+            endpoint,
+            401,
+            "unauthorized" if problem == "unknown" else "token_expired",
+            now,
+        )
         return rest_error(401, "Unauthorized", reason="Unauthorized")
     if not div.isdigit() or not topic:
         emu.stats_.record(request.method, request.path, client, None, endpoint, 400, "bad_request", now)
-        return _xml(_eexact('<Messages><Message type="0"><Description>Topic and _Division_ are required.'
-                            '</Description></Message></Messages>'), 400)
+        return _xml(
+            _eexact(
+                '<Messages><Message type="0"><Description>Topic and _Division_ are required.'
+                "</Description></Message></Messages>"
+            ),
+            400,
+        )
 
     async def call():
         return await make(emu, int(div), topic)
@@ -65,11 +81,13 @@ async def _download(emu, division: int, topic: str):
     rows = emu.data.table(division, "Accounts").ordered()
     parts = []
     for r in rows:
-        parts.append(f"<Account ID={quoteattr('{' + r['ID'] + '}')} code={quoteattr(r['Code'].strip())} "
-                     f"status={quoteattr(r['Status'])}><Name>{escape(r['Name'])}</Name>"
-                     f"<Email>{escape(r['Email'])}</Email><Phone>{escape(r['Phone'])}</Phone>"
-                     f"<Address><City>{escape(r['City'])}</City><Country code={quoteattr(r['Country'])} />"
-                     f"</Address></Account>")
+        parts.append(
+            f"<Account ID={quoteattr('{' + r['ID'] + '}')} code={quoteattr(r['Code'].strip())} "
+            f"status={quoteattr(r['Status'])}><Name>{escape(r['Name'])}</Name>"
+            f"<Email>{escape(r['Email'])}</Email><Phone>{escape(r['Phone'])}</Phone>"
+            f"<Address><City>{escape(r['City'])}</City><Country code={quoteattr(r['Country'])} />"
+            f"</Address></Account>"
+        )
     return _xml(_eexact("<Accounts>" + "".join(parts) + "</Accounts>")), "ok"
 
 
@@ -82,11 +100,10 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
     async def make(emu, division: int, topic: str):
         n = body.count(b"<Account ") + body.count(b"<Item ") or (1 if body.strip() else 0)
-        text = _eexact(f'<Messages><Message type="2"><Topic code={quoteattr(topic)} node="" />'
-                       f"<Description>{n} record(s) processed.</Description></Message></Messages>")
+        text = _eexact(
+            f'<Messages><Message type="2"><Topic code={quoteattr(topic)} node="" />'
+            f"<Description>{n} record(s) processed.</Description></Message></Messages>"
+        )
         return _xml(text), "ok"
 
     return await _gate(request, "upload", make)
-
-
-
