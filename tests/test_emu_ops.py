@@ -156,6 +156,10 @@ def test_config_from_dict_and_yaml_errors(tmp_path):
     broken.write_text("a: 1\nb: [1, 2\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: invalid YAML"):
         load_config(str(broken))
+    faults = tmp_path / "faults.yaml"
+    faults.write_text("minutely_limit: 60\nfaults:\n  - {path: '*', kind: 500}\n")
+    with pytest.raises(ConfigError, match=r"faults\.yaml:2: faults: fault rule: kind must be one of"):
+        load_config(str(faults))
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("minutely_limit: 60\nfoo: 1\n")
     with pytest.raises(ConfigError, match=r"unknown\.yaml:2: unknown setting"):

@@ -145,6 +145,12 @@ class EmulatorConfig:
             raise ValueError("page sizes must be at least 1")
         if not isinstance(self.faults, list):
             raise ValueError("faults: must be a list")
+        from .faults import Faults
+
+        try:
+            Faults(self.faults)
+        except ValueError as exc:
+            raise ValueError(f"faults: {exc}") from None
 
 
 class ConfigError(ValueError):
