@@ -231,7 +231,7 @@ ROWS = [
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-async def test_rule(emu, clock, row: Row):
+async def test_rule(emu, emu_clock, row: Row):
     c = await emu(row.config)
     tokens = c.state.issue_tokens()
     subs = {
@@ -243,7 +243,7 @@ async def test_rule(emu, clock, row: Row):
     for method, path, n in row.before:
         for _ in range(n):
             await c.request(method, path.format(**subs), headers=headers)
-    await clock.advance(row.advance)
+    await emu_clock.advance(row.advance)
     if row.auth == "none":
         headers.pop("Authorization")
     elif row.auth == "bogus":

@@ -36,9 +36,9 @@ async def test_current_me_not_counted_and_no_headers(emu):
     assert r.headers["X-RateLimit-Minutely-Remaining"] == "59"
 
 
-async def test_minute_rolls_at_clock_minute(emu, clock):
+async def test_minute_rolls_at_clock_minute(emu, emu_clock):
     c = await emu({"minutely_limit": 3})
-    await clock.advance(30)  # 10:00:30
+    await emu_clock.advance(30)  # 10:00:30
     for left in ("2", "1", "0"):
         r = await c.get(DIV, headers=c.auth)
         assert r.headers["X-RateLimit-Minutely-Remaining"] == left
@@ -49,21 +49,21 @@ async def test_minute_rolls_at_clock_minute(emu, clock):
     assert r.headers["X-RateLimit-Minutely-Reset"] == MINUTE_RESET
     assert "X-RateLimit-Limit" not in r.headers and "X-RateLimit-Remaining" not in r.headers
     assert "Retry-After" not in r.headers
-    await clock.advance(29.9)  # 10:00:59.9: still the same minute
+    await emu_clock.advance(29.9)  # 10:00:59.9: still the same minute
     assert (await c.get(DIV, headers=c.auth)).status == 429
-    await clock.advance(0.1)  # 10:01:00
+    await emu_clock.advance(0.1)  # 10:01:00
     r = await c.get(DIV, headers=c.auth)
     assert r.status == 200 and r.headers["X-RateLimit-Minutely-Remaining"] == "2"
     assert r.headers["X-RateLimit-Remaining"] == "4996"  # a refused call is not counted
     assert c.state.count("minutely_429") == 2
 
 
-async def test_day_resets_at_midnight_utc(emu, clock):
+async def test_day_resets_at_midnight_utc(emu, emu_clock):
     c = await emu({"daily_limit": 2, "retry_after_on_429": True})
     assert (await c.get(DIV, headers=c.auth)).status == 200
-    await clock.advance(60)
+    await emu_clock.advance(60)
     assert (await c.get(DIV, headers=c.auth)).headers["X-RateLimit-Remaining"] == "0"
-    await clock.advance(60)
+    await emu_clock.advance(60)
     r = await c.get(DIV, headers=c.auth)
     assert r.status == 429
     assert set(k for k in r.headers if k.startswith("X-RateLimit")) == {
@@ -73,19 +73,19 @@ async def test_day_resets_at_midnight_utc(emu, clock):
     }
     assert r.headers["X-RateLimit-Reset"] == DAY_RESET
     assert int(r.headers["Retry-After"]) == 86400 - 36000 - 120
-    await clock.set_time(1795651200.0 - 1)  # 23:59:59
+    await emu_clock.set_time(1795651200.0 - 1)  # 23:59:59
     r = await c.get(DIV, headers=c.auth)
     assert r.status == 401 and r.headers["Reason"] == "Unauthorized"  # the 600 s token has expired
     c.auth["Authorization"] = "Bearer " + c.state.issue_tokens()["access_token"]
     assert (await c.get(DIV, headers=c.auth)).status == 429
-    await clock.set_time(1795651200.0)
+    await emu_clock.set_time(1795651200.0)
     r = await c.get(DIV, headers=c.auth)
     assert r.status == 200 and r.headers["X-RateLimit-Remaining"] == "1"
     assert r.headers["X-RateLimit-Reset"] == str(1795651200000 + 86400000)
     assert c.state.count("daily_429") == 2
 
 
-async def test_limits_per_app_and_division(emu, clock):
+async def test_limits_per_app_and_division(emu, emu_clock):
     c = await emu({"limits": [{"app": "demo-app", "minutely": 1}]})
     c.state.set_limits("test-app", 7096, minutely=1, daily=10)
     demo = c.state.issue_tokens("demo-app")["access_token"]

@@ -33,7 +33,7 @@ async def refresh(c, rt: str, creds=CREDS, **kw):
     return await c.post(TOKEN, data={"grant_type": "refresh_token", "refresh_token": rt, **creds}, **kw)
 
 
-async def test_code_flow_and_api_call(emu, clock):
+async def test_code_flow_and_api_call(emu, emu_clock):
     c = await emu()
     code = await code_for(c)
     r = await c.post(
@@ -64,9 +64,9 @@ async def test_code_flow_and_api_call(emu, clock):
     )
     assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
     # the access token lives 600 s
-    await clock.advance(599)
+    await emu_clock.advance(599)
     assert (await c.get("/api/v1/7095/system/Divisions", headers=h)).status == 200
-    await clock.advance(1)
+    await emu_clock.advance(1)
     r = await c.get("/api/v1/7095/system/Divisions", headers=h)
     assert r.status == 401 and r.headers["Reason"] == "Unauthorized"
     assert c.state.count("token_expired") == 1
@@ -74,10 +74,10 @@ async def test_code_flow_and_api_call(emu, clock):
     assert c.state.count("invalid_grant", endpoint="oauth2/token") == 1
 
 
-async def test_code_expires_after_three_minutes_and_user_param(emu, clock):
+async def test_code_expires_after_three_minutes_and_user_param(emu, emu_clock):
     c = await emu()
     code = await code_for(c, user="user-2")
-    await clock.advance(180)
+    await emu_clock.advance(180)
     r = await c.post(TOKEN, data={"grant_type": "authorization_code", "code": code, **CREDS})
     assert r.status == 400
     code = await code_for(c, user="user-2")
@@ -91,7 +91,7 @@ async def test_code_expires_after_three_minutes_and_user_param(emu, clock):
     assert me["d"]["results"][0]["UserName"] == "user-2"
 
 
-async def test_rotation_old_token_and_too_early(emu, clock):
+async def test_rotation_old_token_and_too_early(emu, emu_clock):
     c = await emu()
     first = c.state.issue_tokens()["refresh_token"]
     r = await refresh(c, first)
@@ -102,10 +102,10 @@ async def test_rotation_old_token_and_too_early(emu, clock):
     }
     assert r.headers["Reason"] == "TooEarlyToRefreshTokens: Rate limit exceeded: access_token not expired"
     assert r.headers["Retry-After"] == "570"
-    await clock.advance(569)
+    await emu_clock.advance(569)
     r = await refresh(c, first)
     assert r.status == 400 and r.headers["Retry-After"] == "1"
-    await clock.advance(1)
+    await emu_clock.advance(1)
     r = await refresh(c, first)
     assert r.status == 200
     second = (await r.json())["refresh_token"]
@@ -113,15 +113,15 @@ async def test_rotation_old_token_and_too_early(emu, clock):
     r = await refresh(c, first)
     assert r.status == 401
     assert await r.json() == {"error": "unauthorized_client", "error_description": "Old refresh token used."}
-    await clock.advance(570)
+    await emu_clock.advance(570)
     assert (await refresh(c, second)).status == 200
     assert c.state.count("too_early") == 2 and c.state.count("old_refresh_token") == 1
 
 
-async def test_basic_auth_and_bad_client(emu, clock):
+async def test_basic_auth_and_bad_client(emu, emu_clock):
     c = await emu()
     rt = c.state.issue_tokens()["refresh_token"]
-    await clock.advance(600)
+    await emu_clock.advance(600)
     basic = base64.b64encode(b"test-app:test-secret").decode()
     r = await c.post(
         TOKEN,
@@ -134,10 +134,10 @@ async def test_basic_auth_and_bad_client(emu, clock):
     assert c.state.count("invalid_client") == 1
 
 
-async def test_refresh_token_expires_after_30_days(emu, clock):
+async def test_refresh_token_expires_after_30_days(emu, emu_clock):
     c = await emu({"error_limit": 100})
     rt = c.state.issue_tokens()["refresh_token"]
-    await clock.advance(30 * 86400)
+    await emu_clock.advance(30 * 86400)
     r = await refresh(c, rt)
     assert r.status == 400
     body = await r.json()
@@ -148,7 +148,7 @@ async def test_refresh_token_expires_after_30_days(emu, clock):
     assert c.state.count("refresh_expired") == 1
 
 
-async def test_daily_token_cap(emu, clock):
+async def test_daily_token_cap(emu, emu_clock):
     c = await emu({"token_daily_limit": 3, "too_early_seconds": 0})
     rt = c.state.issue_tokens()["refresh_token"]
     for _ in range(3):
@@ -158,11 +158,11 @@ async def test_daily_token_cap(emu, clock):
     r = await refresh(c, rt)
     assert r.status == 429 and "error" in await r.json()
     assert c.state.count("token_daily_limit", app="test-app") == 1
-    await clock.set_time(1795651200.0)  # next UTC day
+    await emu_clock.set_time(1795651200.0)  # next UTC day
     assert (await refresh(c, rt)).status == 200
 
 
-async def test_token_errors_feed_the_error_limit(emu, clock):
+async def test_token_errors_feed_the_error_limit(emu, emu_clock):
     c = await emu({"error_limit": 2})
     rt = c.state.issue_tokens()["refresh_token"]
     for _ in range(3):

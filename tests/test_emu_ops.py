@@ -59,15 +59,15 @@ async def test_fault_set_at_runtime_599_reset_empty(emu):
     assert (await c.get(DIV, headers=c.auth)).status == 200
 
 
-async def test_slow_fault_waits_on_the_clock(emu, clock):
+async def test_slow_fault_waits_on_the_clock(emu, emu_clock):
     c = await emu({"faults": [{"path": "*", "kind": "slow", "delay": 30}]})
     task = asyncio.ensure_future(c.get(DIV, headers=c.auth))
     for _ in range(200):
-        if clock.sleepers:
+        if emu_clock.sleepers:
             break
         await asyncio.sleep(0.001)
-    assert clock.sleepers == 1 and not task.done()
-    await clock.advance(30)
+    assert emu_clock.sleepers == 1 and not task.done()
+    await emu_clock.advance(30)
     r = await task
     assert r.status == 200
 
@@ -166,8 +166,8 @@ def test_config_from_dict_and_yaml_errors(tmp_path):
         load_config(str(unknown))
 
 
-async def test_runner_serves_and_links_use_host(clock):
-    running = await start_emulator(EmulatorConfig(), clock)
+async def test_runner_serves_and_links_use_host(emu_clock):
+    running = await start_emulator(EmulatorConfig(), emu_clock)
     try:
         tok = running.state.issue_tokens()["access_token"]
         async with aiohttp.ClientSession() as s:
@@ -179,7 +179,7 @@ async def test_runner_serves_and_links_use_host(clock):
             assert body["d"]["__next"].startswith(running.base_url + "/api/v1/7095/crm/Contacts?")
     finally:
         await running.stop()
-    running = await start_emulator(EmulatorConfig(public_base_url="https://start.exactonline.nl"), clock)
+    running = await start_emulator(EmulatorConfig(public_base_url="https://start.exactonline.nl"), emu_clock)
     try:
         tok = running.state.issue_tokens()["access_token"]
         async with aiohttp.ClientSession() as s:

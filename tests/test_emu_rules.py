@@ -15,7 +15,7 @@ PREFIX = (
 )
 
 
-async def test_post_put_delete_and_sync_deleted(emu, clock):
+async def test_post_put_delete_and_sync_deleted(emu, emu_clock):
     c = await emu()
     base = str(c.make_url("")).rstrip("/")
     r = await c.post(ACC, json={"Name": "New Co", "City": "Delft"}, headers=c.auth)
@@ -95,7 +95,7 @@ async def test_bulk_select_sync_filter_bad_filter(emu):
     assert c.state.count("bad_request") == 4
 
 
-async def test_error_limit_blocks_endpoint_for_an_hour(emu, clock):
+async def test_error_limit_blocks_endpoint_for_an_hour(emu, emu_clock):
     c = await emu({"minutely_limit": 1000})
     missing = f"{ACC}(guid'{MISSING}')"
     for _ in range(11):
@@ -107,20 +107,20 @@ async def test_error_limit_blocks_endpoint_for_an_hour(emu, clock):
     # other endpoints and divisions flow
     assert (await c.get("/api/v1/7095/crm/Contacts/$count", headers=c.auth)).status == 200
     assert (await c.get(f"/api/v1/7096/crm/Accounts(guid'{MISSING}')", headers=c.auth)).status == 404
-    await clock.advance(3599)
+    await emu_clock.advance(3599)
     c.auth["Authorization"] = "Bearer " + c.state.issue_tokens()["access_token"]
     assert (await c.get(missing, headers=c.auth)).status == 429
-    await clock.advance(1)
+    await emu_clock.advance(1)
     assert (await c.get(missing, headers=c.auth)).status == 404
     assert c.state.stats()["by_outcome"]["error_block"] == 2
 
 
-async def test_error_window_is_rolling(emu, clock):
+async def test_error_window_is_rolling(emu, emu_clock):
     c = await emu({"minutely_limit": 1000, "access_token_lifetime": 100000})
     missing = f"{ACC}(guid'{MISSING}')"
     for _ in range(10):
         await c.get(missing, headers=c.auth)
-    await clock.advance(3601)
+    await emu_clock.advance(3601)
     assert (await c.get(missing, headers=c.auth)).status == 404  # the old ten have left the hour
     for _ in range(8):
         await c.get(missing, headers=c.auth)
