@@ -3,8 +3,8 @@
     python bench/emulator.py [--seconds 2] [--rounds 5] [--concurrency 8]
 
 Two servers, each in its own process:
-  emulator  the Exact Online emulator, proxy.emu (limits raised so no call gets a 429), answering
-            GET /api/v1/7095/crm/Accounts(guid'…') with Accept: application/json (token checked, minute and
+  emulator  the Exact Online emulator (limits raised so no call gets a 429), answering
+            GET /api/v1/1/crm/Accounts(guid'…') with Accept: application/json (token checked, minute and
             day windows counted, error limit consulted, statistics recorded, headers added)
   bare      a bare aiohttp handler returning the very bytes the emulator returned for that call
 One client process (this one) with one aiohttp ClientSession and ``--concurrency`` coroutines hits each
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 
 def serve_emulator(port: int) -> None:
-    from proxy.emu import EmulatorConfig, create_app
+    from proxy.emulator import EmulatorConfig, create_app
 
     config = EmulatorConfig(minutely_limit=10**9, daily_limit=10**9)
     web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
@@ -72,16 +72,9 @@ async def get_token(base: str) -> str:
         q = "client_id=demo-app&redirect_uri=http://localhost/cb&response_type=code"
         async with s.get(f"{base}/api/oauth2/auth?{q}", allow_redirects=False) as r:
             code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
-        async with s.post(
-            f"{base}/api/oauth2/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": "http://localhost/cb",
-                "client_id": "demo-app",
-                "client_secret": "demo-secret",
-            },
-        ) as r:
+        async with s.post(f"{base}/api/oauth2/token", data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": "http://localhost/cb",
+                "client_id": "demo-app", "client_secret": "demo-secret"}) as r:
             return (await r.json())["access_token"]
 
 
@@ -95,9 +88,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def load(
-    session: aiohttp.ClientSession, url: str, headers: dict, seconds: float, concurrency: int
-) -> float:
+async def load(session: aiohttp.ClientSession, url: str, headers: dict, seconds: float, concurrency: int) -> float:
     done = 0
     bad = 0
     end = time.perf_counter() + seconds
@@ -130,33 +121,25 @@ async def main(args: argparse.Namespace) -> None:
         token = await get_token(ebase)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         async with aiohttp.ClientSession() as s:
-            async with s.get(
-                f"{ebase}/api/v1/7095/crm/Accounts",
-                headers=headers,
-                params={
-                    "$filter": "ID ne guid'00000000-0000-0000-0000-000000000000'",
-                    "$top": "1",
-                    "$select": "ID",
-                },
-            ) as r:
+            async with s.get(f"{ebase}/api/v1/1/crm/Accounts", headers=headers, params={
+                    "$filter": "ID ne guid'00000000-0000-0000-0000-000000000000'", "$top": "1",
+                    "$select": "ID"}) as r:
                 gid = (await r.json())["d"]["results"][0]["ID"]
-            path = f"/api/v1/7095/crm/Accounts(guid'{gid}')"
+            path = f"/api/v1/1/crm/Accounts(guid'{gid}')"
             async with s.get(ebase + path, headers=headers) as r:
                 sample, ctype = await r.read(), r.headers["Content-Type"]
         bare = ctx.Process(target=serve_bare, args=(bport, sample, ctype), daemon=True)
         bare.start()
         bbase = f"http://127.0.0.1:{bport}"
         await wait_up(bbase + "/")
-        print(
-            f"GET {path}  ({len(sample)} bytes JSON), concurrency {args.concurrency}, "
-            f"{args.rounds} rounds of {args.seconds:g} s"
-        )
+        print(f"GET {path}  ({len(sample)} bytes JSON), concurrency {args.concurrency}, "
+              f"{args.rounds} rounds of {args.seconds:g} s")
         results: dict[str, list[float]] = {"emulator": [], "bare": []}
         cpu: dict[str, list[float]] = {"emulator": [], "bare": []}
         pids = {"emulator": emu.pid, "bare": bare.pid}
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
-            await load(session, ebase + path, headers, 0.5, args.concurrency)  # warm-up
+            await load(session, ebase + path, headers, 0.5, args.concurrency)   # warm-up
             await load(session, bbase + path, headers, 0.5, args.concurrency)
             for i in range(args.rounds):
                 order = [("emulator", ebase), ("bare", bbase)]
@@ -170,18 +153,11 @@ async def main(args: argparse.Namespace) -> None:
         for name, vals in results.items():
             us = statistics.median(cpu[name])
             per_core = f"  (~{1e6 / us:.0f} req/s per core)" if us else ""
-            print(
-                f"  {name:9s} median {statistics.median(vals):8.0f} req/s   server CPU {us:5.0f} us/request"
-                f"{per_core}   rounds: " + " ".join(f"{v:.0f}" for v in vals)
-            )
-        print(
-            f"  ratio emulator / bare: {em / bm:.2f} (throughput)"
-            + (
-                f", {statistics.median(cpu['bare']) / statistics.median(cpu['emulator']):.2f} (CPU per request)"
-                if statistics.median(cpu["emulator"])
-                else ""
-            )
-        )
+            print(f"  {name:9s} median {statistics.median(vals):8.0f} req/s   server CPU {us:5.0f} us/request"
+                  f"{per_core}   rounds: " + " ".join(f"{v:.0f}" for v in vals))
+        print(f"  ratio emulator / bare: {em / bm:.2f} (throughput)"
+              + (f", {statistics.median(cpu['bare']) / statistics.median(cpu['emulator']):.2f} (CPU per request)"
+                 if statistics.median(cpu["emulator"]) else ""))
     finally:
         for p in (emu, bare):
             if p is not None:

@@ -89,7 +89,7 @@ async def _serve(holder: PolicyHolder) -> None:
     from .server import ProxyServer
 
     server = ProxyServer(holder)
-    await server.start()
+    # Handlers first: a supervisor that reads the "listening" line may stop us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -97,6 +97,7 @@ async def _serve(holder: PolicyHolder) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             pass
+    await server.start()
     await stop.wait()
     log.info("shutting down: no new connections; in-flight requests get up to %g s",
              holder.current.forwarding.drain_timeout)

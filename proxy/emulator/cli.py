@@ -35,6 +35,15 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(config, clock, host: str, port: int) -> int:
     from .runner import start_emulator
 
+    # Signal handlers go in before the emulator announces itself: whoever reads the banner
+    # may send SIGTERM at once, and must get a clean exit (0), not the default kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
+            pass
     emu = await start_emulator(config, clock, host, port)
     client = "demo-app" if "demo-app" in config.clients else next(iter(config.clients))
     secret = config.clients[client]
@@ -44,13 +53,6 @@ async def _serve(config, clock, host: str, port: int) -> int:
           "&redirect_uri=http://localhost/callback&response_type=code\n"
           f"  then POST the code to {emu.base_url}/api/oauth2/token (grant_type=authorization_code)\n"
           f"  statistics: {emu.base_url}/_emulator/stats", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
-            pass
     await stop.wait()
     await emu.stop()
     return 0
