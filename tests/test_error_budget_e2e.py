@@ -52,3 +52,20 @@ async def test_many_missing_records_and_bad_filters_never_get_the_app_blocked(em
         h["Authorization"] = "Bearer " + emu.state.issue_tokens("test-app")["access_token"]  # an hour later
         status, headers = await get(s, f"{proxy.url()}/api/v1/12/crm/Accounts(guid'{account}')", h)
     assert status == 200 and headers["X-ErrorLimit-Remaining"] == "8"
+
+
+async def test_thirty_simultaneous_bad_requests_let_at_most_the_budget_reach_exact(emulator, start_proxy):
+    """Reserve before forward: 30 different missing records at once, one endpoint. If all went out
+    together Exact would count 30 errors and block the app; the proxy lets at most 8 be in flight."""
+    import asyncio
+
+    clock, emu, proxy, h = await setup(emulator, start_proxy)
+    async with aiohttp.ClientSession() as s:
+        results = await asyncio.gather(*(
+            get(s, f"{proxy.url()}/api/v1/13/crm/Accounts(guid'{i:08d}-0000-0000-0000-000000000000')", h)
+            for i in range(30)))
+        statuses = sorted(r[0] for r in results)
+        ok = await get(s, f"{proxy.url()}/api/v1/13/crm/Contacts?$top=1", h)
+    assert statuses.count(404) == 8 and statuses.count(429) == 22, statuses
+    assert emu.state.count(division=13, endpoint="crm/accounts") == 8
+    assert emu.state.count(outcome="error_block") == 0 and ok[0] == 200

@@ -16,7 +16,6 @@ Contract
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 
 from .window import ErrorWindows, Key, key_text, parse_key
@@ -30,7 +29,7 @@ class ErrorBook:
         self.blocks: dict[Key, float] = {}
         self.store = None
         self._inflight: dict[Key, int] = {}
-        self._waiters: dict[Key, deque[asyncio.Future]] = {}
+        self._waiters: dict[Key, list[_Waiter]] = {}
 
     @classmethod
     def of(cls, services) -> ErrorBook:
@@ -92,27 +91,44 @@ class ErrorBook:
     async def reserve(self, key: Key, budget: int, now: Callable[[], float]) -> int | None:
         """A place is taken (call ``release``): how many times it waited (0: at once). None: the counted
         errors reached the budget or Exact blocked the key; nothing is taken."""
-        newcomer, waits = True, 0
-        while True:
-            used = self.count(key, now())
-            if used >= budget or self.blocked_until(key, now()) is not None:
-                return None
-            if used + self.inflight(key) < budget and not (newcomer and self._waiters.get(key)):
-                self._inflight[key] = self.inflight(key) + 1
-                if not newcomer:
-                    self._wake(key)  # there may be room for the next waiter too
-                return waits
-            newcomer, waits = False, waits + 1  # a woken waiter goes before anyone who arrived while it waited
-            queue = self._waiters.setdefault(key, deque())
-            fut = asyncio.get_running_loop().create_future()
-            queue.append(fut)
-            try:
-                await fut
-            finally:
-                if fut in queue:
-                    queue.remove(fut)
-                if not queue and self._waiters.get(key) is queue:
-                    del self._waiters[key]
+        waiter: _Waiter | None = None
+        taken = False
+        try:
+            while True:
+                t = now()
+                used = self.count(key, t)
+                if used >= budget or self.blocked_until(key, t) is not None:
+                    return None
+                inflight = self._inflight.get(key, 0)
+                queue = self._waiters.get(key)
+                # A newcomer never passes someone already waiting (arrival order).
+                if used + inflight < budget and (waiter is not None or not queue):
+                    self._inflight[key] = inflight + 1
+                    taken = True
+                    if waiter is not None and queue:
+                        woken = sum(1 for w in queue if w is not waiter and w.fut is not None and w.fut.done())
+                        if used + inflight + 1 + woken < budget:
+                            self._wake_next(key, waiter)  # room for one more waiter too
+                    return 0 if waiter is None else waiter.waits
+                if waiter is None:
+                    waiter = _Waiter()
+                    self._waiters.setdefault(key, []).append(waiter)  # keeps its place until it leaves
+                waiter.waits += 1
+                waiter.fut = asyncio.get_running_loop().create_future()
+                await waiter.fut
+        finally:
+            if waiter is not None:
+                queue = self._waiters.get(key)
+                if queue is not None:
+                    if waiter in queue:
+                        queue.remove(waiter)
+                    if not queue:
+                        del self._waiters[key]
+                fut = waiter.fut
+                if not taken and fut is not None and fut.done() and not fut.cancelled():
+                    # Woken but leaving without a place (cancelled or refused): the wake-up passes
+                    # on, so a freed place is never left unused while someone waits.
+                    self._wake_next(key)
 
     def release(self, key: Key) -> None:
         n = self.inflight(key) - 1
@@ -120,11 +136,26 @@ class ErrorBook:
             self._inflight[key] = n
         else:
             self._inflight.pop(key, None)
-        self._wake(key)
+        self._wake_next(key)  # one place freed: one waiter looks
+
+    def _wake_next(self, key: Key, skip: _Waiter | None = None) -> None:
+        """The first waiter that is not already woken looks again (a freed place wakes one, not all)."""
+        for waiter in self._waiters.get(key, ()):
+            if waiter is not skip and waiter.fut is not None and not waiter.fut.done():
+                waiter.fut.set_result(None)
+                return
 
     def _wake(self, key: Key) -> None:
-        """Every waiter of the key looks again, in the order they came (few wait: at most the budget
-        is in flight, the rest wait here)."""
-        for fut in self._waiters.get(key, ()):
-            if not fut.done():
-                fut.set_result(None)
+        """Every waiter of the key looks again, in the order they came: the counted errors or a block
+        may have ended the wait for all of them."""
+        for waiter in self._waiters.get(key, ()):
+            if waiter.fut is not None and not waiter.fut.done():
+                waiter.fut.set_result(None)
+
+
+class _Waiter:
+    __slots__ = ("fut", "waits")
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future | None = None
+        self.waits = 0
