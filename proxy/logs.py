@@ -2,7 +2,8 @@
 
 Contract
 - ``setup_logging(settings, fmt_override)`` configures the ``exact_proxy`` logger tree once; calling it
-  again (after a policy reload) replaces the handlers. Every line is flushed as it is written; the file,
+  again (after a policy reload) replaces the handlers. Lines are flushed at the end of the event loop's
+  turn in which they were written (one system call for many lines under load); the file,
   when configured, is rotated by size (``max_bytes``, ``backups``).
 - Request lines are records with ``extra={"access": {...}}``; ``format_access`` renders them. In text
   they read ``time METHOD target status=… div=… ep=… up_ms=… ms=… in=… out=… decision="…"``; in JSON
@@ -13,6 +14,7 @@ Contract
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.handlers
@@ -90,14 +92,40 @@ class JsonFormatter(_OnceFormatter):
         return scrub(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
 
-class _FlushingStreamHandler(logging.StreamHandler):
-    """StreamHandler flushes after every record already; this one also survives a closed stdout."""
+class _FlushPerLoopTurn:
+    """Each line is written as it comes, but the flush (one write system call per stream) happens once
+    at the end of the event loop's turn instead of once per line: under load one flush carries many
+    lines, and an idle proxy's line still reaches the terminal or file within microseconds. With no
+    running loop (start-up, shutdown, ``logging.shutdown``) it flushes at once."""
+
+    _flush_pending = False
+
+    def flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush_now()
+            return
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        try:
+            super().flush()  # type: ignore[misc]
+        except (OSError, ValueError):  # a closed or broken stream must not take the proxy down
+            pass
+
+
+class _FlushingStreamHandler(_FlushPerLoopTurn, logging.StreamHandler):
+    """Lines flushed per loop turn; this handler also survives a closed stdout."""
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging API
         pass
 
 
-class SizeRotatingFileHandler(logging.handlers.RotatingFileHandler):
+class SizeRotatingFileHandler(_FlushPerLoopTurn, logging.handlers.RotatingFileHandler):
     """RotatingFileHandler that counts the bytes it wrote instead of stat-ing and seeking the file for
     every record (Python 3.11 does both), which cost a fifth of the proxy's CPU per request."""
 
