@@ -171,6 +171,15 @@ async def write_reply(request: web.BaseRequest, ctx: pipeline.Context, reply: pi
         close = reply.headers.popone("Connection", "").lower() == "close"
         if request.method != "HEAD":
             reply.headers.popall("Content-Length", None)
+            if reply.status not in (204, 304):
+                # A whole body: headers and body leave in one write (one system call, one packet).
+                resp = web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=body)
+                if close:
+                    resp.force_close()
+                await resp.prepare(request)
+                await resp.write_eof()
+                ctx.bytes_out = len(body)
+                return resp
         resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
         if close:
             resp.force_close()
