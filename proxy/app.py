@@ -171,25 +171,17 @@ async def write_reply(request: web.BaseRequest, ctx: pipeline.Context, reply: pi
         close = reply.headers.popone("Connection", "").lower() == "close"
         if request.method != "HEAD":
             reply.headers.popall("Content-Length", None)
-            if reply.status not in (204, 304):
-                # A whole body: headers and body leave in one write (one system call, one packet).
-                resp = web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=body)
-                if close:
-                    resp.force_close()
-                await resp.prepare(request)
-                await resp.write_eof()
-                ctx.bytes_out = len(body)
-                return resp
-        resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+        if request.method == "HEAD" or reply.status in (204, 304):
+            # no body goes out; a HEAD keeps the Content-Length Exact announced
+            resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+        else:
+            # a whole body: headers and body leave in one write (one system call, one packet)
+            resp = web.Response(status=reply.status, reason=reply.reason, headers=reply.headers, body=body)
         if close:
             resp.force_close()
-        if request.method != "HEAD" and reply.status not in (204, 304):
-            resp.content_length = len(body)
         await resp.prepare(request)
-        if body and request.method != "HEAD":
-            await resp.write(body)
-        ctx.bytes_out = len(body)
         await resp.write_eof()
+        ctx.bytes_out = len(body)
         return resp
     reply.headers.popall("Content-Length", None)  # reply.length is the one truth; None means chunked
     resp = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)

@@ -48,7 +48,7 @@ PREFIX = 24
 KNOWN_LIMIT = 4096  # the newest secrets; older tokens have long expired
 _RUN = re.compile(r"[A-Za-z0-9\-._~+/!*%]{6,}")
 _known: dict[str, None] = {}  # registered runs, insertion-ordered: the oldest goes first
-_keys: dict[str, int] = {}  # short secret or long secret's prefix -> how many registered secrets share it
+_keys: dict[str, int] = {}  # a registered run, cut to PREFIX -> how many registered runs share it
 _lock = threading.Lock()
 
 
@@ -72,10 +72,10 @@ def remember_secret(value: str | None) -> None:
                 del _keys[key]
 
 
-def _pieces(run_text: str) -> list[str]:
+def _pieces(text: str) -> list[str]:
     """The runs of a text, with percent-escapes taken as separators (``%20TOKEN`` holds ``TOKEN``)."""
     out = []
-    for run in _RUN.findall(run_text):
+    for run in _RUN.findall(text):
         if "%" not in run:
             out.append(run)
             continue
