@@ -47,6 +47,14 @@ class RequestBody:
     def replayable(self) -> bool:
         return self.data is not None
 
+    def absent(self) -> bool:
+        """True (and the body is the empty, replayable ``b""``) when the request has no body at all:
+        ``prepare()`` is then not needed."""
+        if self.declared is None and not self.request.body_exists:
+            self.data = b""
+            return True
+        return False
+
     async def prepare(self) -> None:
         if self.declared is not None and self.declared > self.max_size:
             raise BodyTooLarge(self.max_size)

@@ -90,7 +90,7 @@ class Context:
     method: str
     raw_path: str                         # as the client sent it, percent-encoding intact
     raw_query: str                        # as the client sent it, without the '?'
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=_ids.__next__)
     client_path: str = ""                 # the target as the tool sent it, for the log
     client_query: str = ""
     upstream: Upstream | None = None

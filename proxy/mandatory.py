@@ -22,11 +22,14 @@ _FIELDS = re.compile(r"following fields in the url:\s*(?P<fields>[^.]*)\.?", re.
 
 
 def has_filter(raw_query: str) -> bool:
-    if not raw_query:
-        return False
+    if not raw_query or "filter" not in raw_query.lower():  # also %24FILTER; %46 etc. decode below
+        if "%" not in raw_query:
+            return False
     for part in raw_query.split("&"):
-        name = unquote(part.split("=", 1)[0]).strip().lower()
-        if name == "$filter":
+        name = part.split("=", 1)[0]
+        if "%" in name:
+            name = unquote(name)
+        if name.strip().lower() == "$filter":
             return True
     return False
 

@@ -13,17 +13,23 @@ Contract
 
 from __future__ import annotations
 
+import functools
 import zlib
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(upstream_base: str, public_base: str) -> tuple[dict[bytes, bytes], tuple[bytes, ...], int]:
+    """What to replace by what, the needles, and how many bytes a chunk boundary may hide (computed
+    once per pair of base URLs: a rewriter is made for every answer)."""
+    old = upstream_base.rstrip("/").encode()
+    new = public_base.rstrip("/").encode()
+    pairs = {old: new, old.replace(b"/", b"\\/"): new.replace(b"/", b"\\/")}
+    return pairs, tuple(pairs), max(len(n) for n in pairs) - 1
 
 
 class LinkRewriter:
     def __init__(self, upstream_base: str, public_base: str) -> None:
-        old = upstream_base.rstrip("/").encode()
-        new = public_base.rstrip("/").encode()
-        pairs = {old: new, old.replace(b"/", b"\\/"): new.replace(b"/", b"\\/")}
-        self._map = pairs
-        self._needles = tuple(pairs)
-        self._keep = max(len(n) for n in pairs) - 1
+        self._map, self._needles, self._keep = _plan(upstream_base, public_base)
         self._buf = b""
         self.replaced = 0
 

@@ -88,6 +88,17 @@ class ErrorBook:
     def inflight(self, key: Key) -> int:
         return self._inflight.get(key, 0)
 
+    def reserve_now(self, key: Key, budget: int, now: float) -> bool:
+        """Take a place if one is free at once and nobody waits for one (the common case, without a
+        coroutine). False: nothing was taken; ``reserve`` decides."""
+        if key in self._waiters:
+            return False
+        inflight = self._inflight.get(key, 0)
+        if inflight + self.count(key, now) < budget and self.blocked_until(key, now) is None:
+            self._inflight[key] = inflight + 1
+            return True
+        return False
+
     async def reserve(self, key: Key, budget: int, now: Callable[[], float]) -> int | None:
         """A place is taken (call ``release``): how many times it waited (0: at once). None: the counted
         errors reached the budget or Exact blocked the key; nothing is taken."""

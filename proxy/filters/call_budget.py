@@ -63,18 +63,20 @@ class CallBudget:
         cls = ctx.cls
         if not settings.enabled or cls is None or cls.division is None or cls.kind not in COUNTED_KINDS:
             return await call_next(ctx)
-        clock = self.services.clock
         div = self.book.division(cls.app, cls.division, settings)
-        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
-        deadline = clock.time() + settings.max_wait
-        rank = self._rank(ctx, settings)
+        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings) if settings.buckets else ()
+        deadline = self.services.clock.time() + settings.max_wait
+        rank = -1  # looked up when the call has to wait
         while True:
-            got = await div.acquire(rank, deadline, buckets)
-            if isinstance(got, Refusal):
-                return self._refuse(ctx, got, div)
-            if got > 0:
-                ctx.queued_ms += got * 1000
-                ctx.decide(f"queued {got * 1000:.0f} ms")
+            if not div.acquire_now(buckets):
+                if rank < 0:
+                    rank = self._rank(ctx, settings)
+                got = await div.acquire(rank, deadline, buckets)
+                if isinstance(got, Refusal):
+                    return self._refuse(ctx, got, div)
+                if got > 0:
+                    ctx.queued_ms += got * 1000
+                    ctx.decide(f"queued {got * 1000:.0f} ms")
             self.book.persist(div, settings.lease)
             attempts = ctx.attempt  # forward counts each call it makes
             try:

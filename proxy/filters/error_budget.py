@@ -146,7 +146,8 @@ class ErrorHeadroom:
         if key is None:
             return await call_next(ctx)
         settings, book, clock = ctx.policy.error_budget, self.book, self.services.clock
-        waits = await book.reserve(key, settings.budget, clock.time)
+        waits = 0 if book.reserve_now(key, settings.budget, clock.time()) else \
+            await book.reserve(key, settings.budget, clock.time)
         if waits is None:
             ctx.answered_by = ctx.answered_by or ErrorBudget.name  # one name in logs and metrics
             return refuse(ctx, book, key, settings, clock.time()) or _gone(ctx, settings)

@@ -23,6 +23,8 @@ class ReadBody:
     async def handle(self, ctx, call_next):
         fwd = ctx.policy.forwarding
         ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer)
+        if ctx.body.absent():  # the common GET: nothing to read
+            return await call_next(ctx)
         try:
             await ctx.body.prepare()
         except BodyTooLarge as exc:

@@ -15,11 +15,20 @@ Contract
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 from ..rewrite import BodyCodec, LinkRewriter
 
-REWRITABLE = ("json", "xml")
+REWRITABLE = ("json", "xml")  # content types whose bodies are rewritten
+
+
+@functools.lru_cache(maxsize=256)
+def _decodable(accept: str) -> str:
+    """The client's ``Accept-Encoding`` cut to what the proxy can decode and encode again."""
+    allowed = [e.strip() for e in accept.split(",")
+               if e.split(";")[0].strip().lower() in ("gzip", "deflate", "identity", "*")]
+    return ", ".join(allowed) if allowed else "identity"
 
 
 class RewriteLinks:
@@ -34,9 +43,7 @@ class RewriteLinks:
             return await call_next(ctx)
         accept = ctx.request.headers.get("Accept-Encoding")
         if accept is not None:
-            allowed = [e.strip() for e in accept.split(",")
-                       if e.split(";")[0].strip().lower() in ("gzip", "deflate", "identity", "*")]
-            ctx.header_changes["Accept-Encoding"] = ", ".join(allowed) if allowed else "identity"
+            ctx.header_changes["Accept-Encoding"] = _decodable(accept)
         reply = await call_next(ctx)
         public = base or ctx.listener.public_base_url or _from_host(ctx)
         if public is None:
@@ -46,7 +53,7 @@ class RewriteLinks:
             if name in reply.headers:
                 reply.headers[name] = rw.header(reply.headers[name])
         ctype = reply.headers.get("Content-Type", "").lower()
-        if reply.local or not any(k in ctype for k in REWRITABLE):
+        if reply.local or ("json" not in ctype and "xml" not in ctype):
             return reply
         encoding = reply.headers.get("Content-Encoding", "").strip().lower()
         if not BodyCodec.supports(encoding):

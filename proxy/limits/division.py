@@ -156,6 +156,16 @@ class Division:
         return max(start, self.minute_start + 60 + (minutes - 1) * 60) - now
 
     # -- admission -----------------------------------------------------------------------------------
+    def acquire_now(self, buckets=()) -> bool:
+        """Reserve a call if it can go at once (nobody waits, every window has room): the common case,
+        without a coroutine. False: nothing was reserved; ``acquire`` decides."""
+        if self.waiters:
+            return False
+        if self.blocked_until(self.clock.time(), buckets)[0] is None:
+            self.reserve(buckets)
+            return True
+        return False
+
     async def acquire(self, rank: int, deadline: float, buckets=()) -> float | Refusal:
         """Reserve a call; returns the seconds waited, or a ``Refusal``."""
         now = self.clock.time()
