@@ -5,7 +5,8 @@ Contract
   upstream HTTP client (one pool, keep-alive, no cookie jar, no decompression). ``start()`` and
   ``close()`` bracket its life; ``close()`` releases every connection.
 - ``make_handler(services, listener)`` answers ``/_proxy/*`` itself (admin, never forwarded; Exact has no
-  such path) and sends everything else down ``pipeline.ORDER``.
+  such path) and sends everything else down ``pipeline.ORDER``. An exception from a filter becomes a
+  500 in Exact's envelope and an ERROR line with the traceback; the proxy keeps running.
 - ``write_reply`` streams an upstream body to the client chunk by chunk. When the upstream breaks after
   the status line was sent, the client connection is closed so the tool sees a truncated answer, never
   a silently short one.
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from . import admin, pipeline
 from .clock import Clock, SystemClock
+from .errors import exact_error
 from .metrics import Metrics
 from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
@@ -154,7 +156,13 @@ async def handle(services: Services, listener: Listener, request: web.BaseReques
                            started=time.perf_counter(), method=request.method, raw_path=path, raw_query=query)
     status = 499  # client closed the connection before an answer, unless set below
     try:
-        reply = await services.entry(ctx)
+        try:
+            reply = await services.entry(ctx)
+        except Exception as exc:  # a filter failed: answer, log, keep serving
+            log.exception("request %s %s failed in the proxy: %s", ctx.method, ctx.raw_path, type(exc).__name__)
+            ctx.decide(f"proxy error ({type(exc).__name__})")
+            reply = ctx.answer("proxy", exact_error(500, f"internal proxy error ({type(exc).__name__}); "
+                                                    "see the proxy log"))
         status = reply.status
         return await write_reply(request, ctx, reply)
     finally:

@@ -119,3 +119,10 @@ class Context:
 
     def decide(self, text: str) -> None:
         self.decisions.append(text)
+
+    def answer(self, by: str, reply: Reply) -> Reply:
+        """Name filter ``by`` as the one that answered without Exact when ``reply`` is local (the
+        innermost filter that did is kept); returns ``reply``."""
+        if reply.local and self.answered_by is None:
+            self.answered_by = by
+        return reply

@@ -1,20 +1,30 @@
 """The road every request takes: one ordered list of filters.
 
-A filter is an object with ``name`` and ``async handle(ctx, call_next) -> Reply`` (``proxy.context``).
-It may
-- answer locally: return a ``Reply`` without calling ``call_next`` (``Reply.make_local(...)``);
-- wait, then call ``await call_next(ctx)``;
-- look at the reply on the way back (status, headers; wrap ``reply.stream`` to see the body);
-- call ``call_next(ctx)`` again, once, after ``await reply.discard()`` (a replay after a 429).
-Every filter appends what it decided to ``ctx.decisions``; the access log prints them.
+A filter is an object with ``name`` and one of two hooks (``proxy.context`` has the types):
+
+``before(ctx) -> None | Reply | Awaitable[Reply | None]`` (a *step*: it only looks on the way in)
+  Runs once, before everything after it in ``ORDER``. ``None``: go on. A ``Reply``: answer locally; the
+  rest of the road is skipped, and the filters before it see the reply on the way back. An awaitable
+  (the step has to wait: read a body, refresh a token) resolves to either. A step costs a plain call,
+  not a coroutine.
+``async handle(ctx, call_next) -> Reply`` (a *wrapper*: it encloses the rest of the road)
+  May answer locally without calling ``call_next``; wait, then ``await call_next(ctx)``; look at the
+  reply on the way back (status, headers; wrap ``reply.stream`` to see the body); call ``call_next(ctx)``
+  again, once, after ``await reply.discard()`` (a replay after a 429). A wrapper may also define
+  ``wants(ctx) -> bool``: when it says False the request passes it by without entering it.
+
+Every filter appends what it decided to ``ctx.decisions``; the access log prints them. A filter that
+answers locally is named in ``ctx.answered_by`` (the innermost one that did; for a step the pipeline
+sets it, a wrapper sets it with ``ctx.answer(name, reply)``).
 
 ``ORDER`` below is the whole order, outermost first, the same order in which a log line reads. Filters
-receive shared state from the ``Services`` object the app owns, never from module globals.
+receive shared state from the ``Services`` object the app owns, never from module globals. Steps cost a
+function call and wrappers a coroutine frame that every resumption of the request passes through, so a
+filter is a step unless it has to see or repeat what comes after it.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,13 +47,13 @@ __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
 # The order of work, outermost first. Later features insert their filter here, and nowhere else:
 #   access_log → route → classify → read_body → token_broker → rewrite_filter → error_budget
-#   → call_budget → retry → rewrite_links → error_headroom → forward
+#   → retry → call_budget → rewrite_links → error_headroom → forward
 ORDER = (
-    access_log.AccessLog,   # one line per request, with every decision taken below
-    route.Route,            # pick the configured Exact host; refuse anything else (never an open proxy)
-    classify.Classify,      # app, division, endpoint, kind
-    read_body.ReadBody,     # refuse oversize bodies; buffer small ones so they can be replayed
-    token_broker.TokenBroker,  # token requests answered from the chain; expired tokens replaced
+    access_log.AccessLog,   # step: one line per request, with every decision taken below
+    route.Route,            # step: pick the configured Exact host; refuse anything else (never an open proxy)
+    classify.Classify,      # step: app, division, endpoint, kind
+    read_body.ReadBody,     # step: refuse oversize bodies; buffer small ones so they can be replayed
+    token_broker.TokenBroker,  # step: token requests answered from the chain; expired tokens replaced
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
     error_budget.ErrorBudget,  # count Exact's 4xx per endpoint; answer locally before Exact would block
     retry.Retry,            # transient faults retried (GET/HEAD; any method only if nothing was sent)
@@ -53,25 +63,69 @@ ORDER = (
     forward.Forward,        # send it to Exact, stream the answer back
 )
 
+Step = Callable[[Context], "None | Reply | Awaitable[Reply | None]"]
+
 
 def compose(filters: list[Filter]) -> Next:
-    """Chain the filters: each one's ``call_next`` is the next one's ``handle``."""
+    """Chain the filters, innermost first: a wrapper's ``call_next`` is whatever follows it; a run of
+    steps becomes one plain function in front of what follows them."""
 
     async def end(ctx: Context) -> Reply:  # pragma: no cover - forward never calls further
         raise RuntimeError("the last filter must answer")
 
     handler: Next = end
+    steps: list[tuple[str, Step]] = []
     for f in reversed(filters):
-        handler = functools.partial(_call, f.handle, f.name, handler)
+        before = getattr(f, "before", None)
+        if before is not None:
+            steps.insert(0, (f.name, before))
+            continue
+        if steps:
+            handler, steps = _steps(tuple(steps), handler), []
+        handler = _wrapper(f, handler)
+    if steps:
+        handler = _steps(tuple(steps), handler)
     return handler
 
 
-async def _call(handle: Callable[[Context, Next], Awaitable[Reply]], name: str, call_next: Next,
-                ctx: Context) -> Reply:
-    reply = await handle(ctx, call_next)
-    if reply.local and ctx.answered_by is None:
-        ctx.answered_by = name  # the innermost filter that answered without Exact
-    return reply
+def _wrapper(f: Any, call_next: Next) -> Next:
+    handle, wants = f.handle, getattr(f, "wants", None)
+    if wants is None:
+        def enter(ctx: Context) -> Awaitable[Reply]:
+            return handle(ctx, call_next)
+    else:
+        def enter(ctx: Context) -> Awaitable[Reply]:
+            return handle(ctx, call_next) if wants(ctx) else call_next(ctx)
+    enter.__qualname__ = f"enter[{f.name}]"
+    return enter
+
+
+def _steps(steps: tuple[tuple[str, Step], ...], call_next: Next) -> Next:
+    def run(ctx: Context) -> Awaitable[Reply]:
+        for i, (name, before) in enumerate(steps):
+            got = before(ctx)
+            if got is not None:  # a local answer, or a step that has to wait: finish in a coroutine
+                return _finish_steps(ctx, name, got, steps[i + 1:], call_next)
+        return call_next(ctx)
+
+    run.__qualname__ = "steps[" + ",".join(name for name, _ in steps) + "]"
+    return run
+
+
+async def _finish_steps(ctx: Context, name: str, got: Any, rest: tuple[tuple[str, Step], ...],
+                        call_next: Next) -> Reply:
+    while True:
+        if not isinstance(got, Reply):
+            got = await got
+        if got is not None:
+            return ctx.answer(name, got)
+        for i, (name, before) in enumerate(rest):  # noqa: B007 - name is the one that answered
+            got = before(ctx)
+            if got is not None:
+                rest = rest[i + 1:]
+                break
+        else:
+            return await call_next(ctx)
 
 
 def build(services: Any) -> tuple[list[Filter], Next]:

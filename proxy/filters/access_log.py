@@ -1,21 +1,17 @@
 """Filter ``access_log``: one log line per request, written when the answer has been sent.
 
-Contract: registers a finisher on ``ctx`` that logs method, target (secrets masked), status, division,
-endpoint, app, upstream and total milliseconds, bytes in and out, and every decision the other filters
-recorded. An exception from an inner filter becomes a 500 in Exact's envelope and an ERROR line with
-the traceback; the proxy keeps running.
+Contract: a step (``proxy.pipeline``) that registers a finisher on ``ctx``; the finisher logs method,
+target (secrets masked), status, division, endpoint, app, upstream and total milliseconds, bytes in and
+out, and every decision the other filters recorded, and counts the request in the metrics. (An
+exception from a filter becomes a 500 in Exact's envelope and an ERROR line in ``proxy.app.handle``.)
 """
 
 from __future__ import annotations
 
-import logging
 import time
 
-from ..errors import exact_error
 from ..logs import log_access
 from ..redact import redact_query
-
-log = logging.getLogger("exact_proxy.pipeline")
 
 
 class AccessLog:
@@ -24,15 +20,8 @@ class AccessLog:
     def __init__(self, services) -> None:
         self.services = services
 
-    async def handle(self, ctx, call_next):
+    def before(self, ctx):
         ctx.finishers.append(self._finish)
-        try:
-            return await call_next(ctx)
-        except Exception as exc:  # an inner filter failed: answer, log, keep serving
-            log.exception("request %s %s failed in the proxy: %s", ctx.method, ctx.raw_path,
-                          type(exc).__name__)
-            ctx.decide(f"proxy error ({type(exc).__name__})")
-            return exact_error(500, f"internal proxy error ({type(exc).__name__}); see the proxy log")
 
     def _finish(self, ctx, status: int) -> None:
         clock = self.services.clock

@@ -73,7 +73,7 @@ class CallBudget:
                     rank = self._rank(ctx, settings)
                 got = await div.acquire(rank, deadline, buckets)
                 if isinstance(got, Refusal):
-                    return self._refuse(ctx, got, div)
+                    return ctx.answer(self.name, self._refuse(ctx, got, div))
                 if got > 0:
                     ctx.queued_ms += got * 1000
                     ctx.decide(f"queued {got * 1000:.0f} ms")

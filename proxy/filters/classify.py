@@ -1,6 +1,6 @@
 """Filter ``classify``: fill ``ctx.cls`` with app, division, endpoint and kind (``proxy.classify``).
 
-Never answers locally; every later filter reads ``ctx.cls``.
+A step that never answers locally; every later filter reads ``ctx.cls``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ class Classify:
     def __init__(self, services) -> None:
         self.services = services
 
-    async def handle(self, ctx, call_next):
+    def before(self, ctx):
         ctx.cls = classify(ctx.method, ctx.raw_path, ctx.raw_query,
                            ctx.request.headers.get("Authorization"), ctx.policy.default_app)
-        return await call_next(ctx)

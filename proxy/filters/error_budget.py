@@ -76,10 +76,10 @@ class ErrorBudget:
             hit = self.cache.get(self._cache_key(ctx), now, settings.negative_cache_ttl)
             if hit is not None:  # Exact's own answer again, even when the budget is spent
                 ctx.decide(f"answered from negative cache ({hit.status}, {now - hit.stored_at:.0f} s old)")
-                return self._stamp(_replay(hit), key, settings, now)
+                return ctx.answer(self.name, self._stamp(_replay(hit), key, settings, now))
         refusal = refuse(ctx, book, key, settings, now)
         if refusal is not None:
-            return self._stamp(refusal, key, settings, now)
+            return ctx.answer(self.name, self._stamp(refusal, key, settings, now))
 
         reply = await call_next(ctx)
         now = self.services.clock.time()

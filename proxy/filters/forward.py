@@ -49,7 +49,8 @@ class Forward:
         try:
             data = ctx.body.payload() if ctx.body is not None else None
         except BodyConsumed:
-            return exact_error(502, "the request body was streamed once already and cannot be sent again")
+            return ctx.answer(self.name, exact_error(502, "the request body was streamed once already and "
+                                                     "cannot be sent again"))
         if ctx.body is not None and not ctx.body.replayable and ctx.body.declared is not None:
             headers["Content-Length"] = str(ctx.body.declared)
         timeout = _timeout(fwd)
@@ -61,7 +62,8 @@ class Forward:
                                          ssl=self.services.ssl_for(up))
         except BodyTooLarge as exc:
             ctx.decide("refused (body too large)")
-            return exact_error(413, f"request body is larger than max_request_body ({exc.limit} bytes)")
+            return ctx.answer(self.name, exact_error(413, f"request body is larger than max_request_body "
+                                                     f"({exc.limit} bytes)"))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return self._failed(ctx, t0, 504, "timeout", f"Exact did not answer within the timeout "
                                 f"({_timeout_text(exc, fwd)}) at {up.base_url}")
@@ -106,7 +108,7 @@ class Forward:
         self.services.metrics.upstream_failure(failure)
         reply = exact_error(status, message)
         reply.failure = failure
-        return reply
+        return ctx.answer(self.name, reply)
 
 
 def _reply(status, headers, reason, body, stream, length, resp=None):

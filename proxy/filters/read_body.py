@@ -20,11 +20,14 @@ class ReadBody:
     def __init__(self, services) -> None:
         self.services = services
 
-    async def handle(self, ctx, call_next):
+    def before(self, ctx):
         fwd = ctx.policy.forwarding
         ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer)
-        if ctx.body.absent():  # the common GET: nothing to read
-            return await call_next(ctx)
+        if ctx.body.absent():  # the common GET: nothing to read, nothing to wait for
+            return None
+        return self._read(ctx)
+
+    async def _read(self, ctx):
         try:
             await ctx.body.prepare()
         except BodyTooLarge as exc:
@@ -35,4 +38,4 @@ class ReadBody:
             ctx.decide("client sent a short body")
             return exact_error(400, "the request body ended before its Content-Length")
         ctx.bytes_in = ctx.body.size
-        return await call_next(ctx)
+        return None

@@ -34,11 +34,14 @@ class RewriteFilter:
         """Read the endpoints learned in earlier runs."""
         self.learned.update({k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, str)})
 
+    def wants(self, ctx) -> bool:
+        """An unfiltered GET of a list (not a row by key) of a REST or bulk endpoint."""
+        cls = ctx.cls
+        return not (ctx.method != "GET" or cls is None or cls.kind not in ("rest", "bulk") or cls.entity_key
+                    or not cls.endpoint or has_filter(ctx.raw_query))
+
     async def handle(self, ctx, call_next):
         cls = ctx.cls
-        if (ctx.method != "GET" or cls is None or cls.kind not in ("rest", "bulk") or cls.entity_key
-                or not cls.endpoint or has_filter(ctx.raw_query)):
-            return await call_next(ctx)
         settings = ctx.policy.mandatory_filters
         key = cls.endpoint
         expr = settings.endpoints.get(key) or self.learned.get(key)

@@ -24,7 +24,7 @@ class Route:
     def __init__(self, services) -> None:
         self.services = services
 
-    async def handle(self, ctx, call_next):
+    def before(self, ctx):
         policy = ctx.policy
         if ctx.method == "CONNECT":
             ctx.decide("refused (CONNECT)")
@@ -42,7 +42,7 @@ class Route:
             ctx.upstream = upstream
             ctx.absolute_form = True
             ctx.raw_path = parts.path or "/"
-            return await call_next(ctx)
+            return None
         if not target.startswith("/"):
             ctx.decide("refused (bad target)")
             return exact_error(400, f"request target {target[:80]!r} is not a path")
@@ -53,4 +53,4 @@ class Route:
         if upstream is None:
             return exact_error(502, f"listener {ctx.listener.name!r} names no configured upstream")
         ctx.upstream = upstream
-        return await call_next(ctx)
+        return None

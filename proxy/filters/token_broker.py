@@ -34,18 +34,18 @@ class TokenBroker:
     def broker(self):
         return self.services.tokens
 
-    async def handle(self, ctx, call_next):
+    def before(self, ctx):
         settings = ctx.policy.tokens
         if not settings.broker or ctx.cls is None:
-            return await call_next(ctx)
+            return None
         if ctx.cls.kind == "token":
             if ctx.method != "POST":
-                return await call_next(ctx)
-            return await self._token_request(ctx, settings)
+                return None
+            return self._token_request(ctx, settings)
         auth = ctx.request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
-            await self._bearer(ctx, auth[7:].strip(), settings)
-        return await call_next(ctx)
+            return self._bearer(ctx, auth[7:].strip(), settings)
+        return None
 
     async def _token_request(self, ctx, settings) -> Reply:
         body = await ctx.body.read_all(64 * 1024)
@@ -75,16 +75,20 @@ class TokenBroker:
             ctx.upstream_ms += getattr(self.broker, "last_upstream_ms", 0.0)
         return _oauth(ctx, answer.status, answer.body, answer.headers, answer.decision)
 
-    async def _bearer(self, ctx, token: str, settings) -> None:
+    def _bearer(self, ctx, token: str, settings):
+        """The chain's app for a token it knows; a coroutine when the token must be replaced first."""
         chain = self.broker.book.by_access(token)
         if chain is None:
-            return
+            return None
         ctx.cls = dataclasses.replace(ctx.cls, app=chain.client_id)
         if not settings.substitute_expired:
-            return
+            return None
         now = self.services.clock.time()
         if token == chain.access_token and chain.access_expires_at > now + 1:
-            return
+            return None
+        return self._substitute(ctx, token, chain, settings)
+
+    async def _substitute(self, ctx, token: str, chain, settings) -> None:
         upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
         fresh = await self.broker.fresh_access(chain, upstream, settings)
         if fresh and fresh != token:
