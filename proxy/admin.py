@@ -78,13 +78,7 @@ def status(services) -> dict:
 
 
 def _local_counts(services) -> dict:
-    counts: dict[str, float] = {}
-    for metric in services.metrics.requests.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels["outcome"].startswith("local"):
-                key = sample.labels["outcome"].removeprefix("local:") or "other"
-                counts[key] = counts.get(key, 0) + sample.value
-    return {k: int(v) for k, v in counts.items()}
+    return services.metrics.local_counts()
 
 
 def _allowed(request: web.BaseRequest, services) -> bool:

@@ -18,6 +18,7 @@ Contract
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import logging.handlers
@@ -75,21 +76,20 @@ class TextFormatter(_OnceFormatter):
         return scrub(line)
 
     def render_access(self, a: dict[str, Any]) -> str:
-        query = a.get("query")
-        parts = [_iso(a["ts"]), a["method"], a["path"] + "?" + query if query else a["path"],
-                 f"status={a['status']}"]
-        for key, name in _TEXT_KEYS:
-            value = a.get(key)
-            if value is not None and value != "":
-                parts.append(f"{name}={_logfmt_value(value)}")
-        up_ms = a.get("upstream_ms")
-        parts.append("up_ms=-" if up_ms is None else f"up_ms={up_ms:.1f}")
-        parts.append(f"ms={a['total_ms']:.1f} in={a['bytes_in']} out={a['bytes_out']}")
-        parts.append("decision=" + _logfmt_value("; ".join(a["decision"]) or "-"))
-        return scrub(" ".join(parts))
+        query, division, up_ms = a["query"], a["division"], a["upstream_ms"]
+        return scrub(
+            f"{_iso(a['ts'])} {a['method']} {a['path'] + '?' + query if query else a['path']} "
+            f"status={a['status']}{'' if division is None else f' div={division}'}"
+            f"{_field(' ep=', a['endpoint'])}{_field(' app=', a['app'])}{_field(' via=', a['listener'])}"
+            f" up_ms={'-' if up_ms is None else f'{up_ms:.1f}'} ms={a['total_ms']:.1f} in={a['bytes_in']}"
+            f" out={a['bytes_out']} decision={_logfmt_value('; '.join(a['decision']) or '-')}")
 
 
-_TEXT_KEYS = (("division", "div"), ("endpoint", "ep"), ("app", "app"), ("listener", "via"))
+@functools.lru_cache(maxsize=4096)
+def _field(prefix: str, value: Any) -> str:
+    """`` name=value`` of a request line field (endpoint, app, listener: few distinct values, so the
+    quoting is looked up, not redone); empty when the value is absent."""
+    return "" if value is None or value == "" else prefix + _logfmt_value(value)
 
 
 class JsonFormatter(_OnceFormatter):

@@ -5,7 +5,10 @@ Contract
   several proxies in one process never mix their figures).
 - ``observe(ctx, status)`` is called once per request when its answer has been sent (by the access log's
   finisher); ``upstream(status)`` / ``upstream_failure(kind)`` once per upstream attempt (by ``forward``).
-- ``render()`` gives the text exposition for ``/_proxy/metrics``. Gauges that belong to other parts
+- ``render()`` gives the text exposition for ``/_proxy/metrics``. The per-request counters are plain
+  dicts, read into Prometheus families when scraped (``prometheus_client``'s own counters take a lock
+  and walk several frames for every increment); ``local_counts()`` sums the local answers by filter.
+  Gauges that belong to other parts
   (budget remaining per division, token chains) are read when scraped, through ``sources``: callables
   returning ``(name, help, labels_dict, value)`` rows. Nothing here ever holds a token.
 - ``summary_line()`` returns the figures since the previous call (calls, upstream, queued, refused,
@@ -21,8 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client import Counter as PCounter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 Row = tuple[str, str, dict[str, str], float]
 
@@ -32,21 +34,17 @@ WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 3
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = PCounter("exact_proxy_requests", "Requests answered, by outcome and status class",
-                                 ["outcome", "status"], registry=self.registry)
         self.wait = Histogram("exact_proxy_queue_wait_seconds", "Time requests waited for call budget",
                               buckets=WAIT_BUCKETS, registry=self.registry)
-        self.upstream_answers = PCounter("exact_proxy_upstream_responses", "Upstream answers by status code",
-                                         ["status"], registry=self.registry)
-        self.upstream_failures = PCounter("exact_proxy_upstream_failures",
-                                          "Upstream attempts without an answer", ["kind"],
-                                          registry=self.registry)
+        self.requests: Counter[tuple[str, str]] = Counter()  # (outcome, status class) -> answers
+        self.upstream_answers: Counter[str] = Counter()  # status code -> upstream answers
+        self.upstream_failures: Counter[str] = Counter()  # connect | timeout | reset -> attempts
         self.sources: list[Callable[[], Iterable[Row]]] = []
+        self.registry.register(_Counters(self))
         self.registry.register(_Gauges(self.sources))
         self._minute: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
         self.longest_wait_ms = 0.0
-        self._children: dict[tuple, object] = {}
 
     def observe(self, ctx, status: int) -> None:
         by = ctx.answered_by
@@ -58,7 +56,7 @@ class Metrics:
             outcome = "upstream"
         else:
             outcome = "local"
-        self._child(self.requests, (outcome, f"{status // 100}xx")).inc()
+        self.requests[(outcome, _CLASSES[status // 100] if 0 <= status < 1000 else str(status))] += 1
         if ctx.queued_ms:
             self.wait.observe(ctx.queued_ms / 1000)
             self.longest_wait_ms = max(self.longest_wait_ms, ctx.queued_ms)
@@ -70,7 +68,7 @@ class Metrics:
                 self._count("refused")
 
     def upstream(self, status: int) -> None:
-        self._child(self.upstream_answers, (str(status),)).inc()
+        self.upstream_answers[str(status)] += 1
         self._count("upstream")
         if status == 429:
             self._count("upstream_429")
@@ -78,15 +76,17 @@ class Metrics:
             self._count("upstream_errors")
 
     def upstream_failure(self, kind: str) -> None:
-        self.upstream_failures.labels(kind).inc()
+        self.upstream_failures[kind] += 1
         self._count("upstream_failures")
 
-    def _child(self, metric, labels: tuple):
-        """prometheus_client's ``labels()`` takes a lock and validates every time; keep the children."""
-        child = self._children.get((id(metric), labels))
-        if child is None:
-            child = self._children[(id(metric), labels)] = metric.labels(*labels)
-        return child
+    def local_counts(self) -> dict[str, int]:
+        """Local answers by the filter that gave them (``other`` when none is named)."""
+        counts: dict[str, int] = {}
+        for (outcome, _), n in self.requests.items():
+            if outcome.startswith("local"):
+                key = outcome.removeprefix("local:") or "other"
+                counts[key] = counts.get(key, 0) + n
+        return counts
 
     def _count(self, key: str) -> None:
         self._minute[key] += 1
@@ -103,6 +103,30 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_CLASSES = tuple(f"{i}xx" for i in range(10))
+
+
+class _Counters:
+    """The per-request counters as Prometheus counter families, read when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        m = self.metrics
+        for name, help_text, labels, counts in (
+                ("exact_proxy_requests", "Requests answered, by outcome and status class", ["outcome", "status"],
+                 {k: v for k, v in m.requests.items()}),
+                ("exact_proxy_upstream_responses", "Upstream answers by status code", ["status"],
+                 {(k,): v for k, v in m.upstream_answers.items()}),
+                ("exact_proxy_upstream_failures", "Upstream attempts without an answer", ["kind"],
+                 {(k,): v for k, v in m.upstream_failures.items()})):
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for values, n in sorted(counts.items()):
+                family.add_metric(list(values), n)
+            yield family
 
 
 class _Gauges:
