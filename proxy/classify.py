@@ -1,7 +1,8 @@
 """Classify a request by its URL: which app, division, endpoint and kind it concerns.
 
 Contract: ``classify(method, raw_path, raw_query, authorization, default_app)`` is a pure function of
-its arguments. It never raises on odd input; an unparseable URL is kind ``other``.
+its arguments. It never raises on odd input; an unparseable URL is kind ``other``. Results for
+``/api/v1/…`` paths are cached (the query plays no part there; the most recent 4096 paths).
 
 - **app**: the OAuth client_id when the request shows it (``client_id`` in the query of
   ``/api/oauth2/*``, or HTTP Basic credentials), else ``default_app``. The token broker may refine it
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
@@ -43,6 +45,18 @@ class Classification:
 
 def classify(method: str, raw_path: str, raw_query: str = "", authorization: str | None = None,
              default_app: str = "default") -> Classification:
+    basic = authorization if authorization and authorization[:6].lower() == "basic " else None
+    if raw_path[:8].lower() == "/api/v1/" and "?" not in raw_path:
+        return _classify_api(raw_path, basic, default_app)  # the query plays no part: cached
+    return _classify(raw_path, raw_query, basic, default_app)
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_api(raw_path: str, basic: str | None, default_app: str) -> Classification:
+    return _classify(raw_path, "", basic, default_app)
+
+
+def _classify(raw_path: str, raw_query: str, authorization: str | None, default_app: str) -> Classification:
     path = unquote(raw_path.split("?", 1)[0])
     lower = path.lower()
     app = _basic_client_id(authorization) or default_app

@@ -27,6 +27,22 @@ def _plan(upstream_base: str, public_base: str) -> tuple[dict[bytes, bytes], tup
     return pairs, tuple(pairs), max(len(n) for n in pairs) - 1
 
 
+def plan(upstream_base: str, public_base: str) -> dict[bytes, bytes]:
+    """The replacements for one pair of base URLs (cached), for ``replace_all``."""
+    return _plan(upstream_base, public_base)[0]
+
+
+def replace_all(pairs: dict[bytes, bytes], data: bytes) -> tuple[bytes, int]:
+    """``data`` with every replacement made, and how many were made: a whole body in one pass."""
+    n = 0
+    for old, new in pairs.items():  # bytes.replace runs at memchr speed; no per-match Python
+        found = data.count(old)
+        if found:
+            data = data.replace(old, new)
+            n += found
+    return data, n
+
+
 class LinkRewriter:
     def __init__(self, upstream_base: str, public_base: str) -> None:
         self._map, self._needles, self._keep = _plan(upstream_base, public_base)
@@ -51,11 +67,8 @@ class LinkRewriter:
         return self._replace(data[:cut] if cut < len(data) else data)
 
     def _replace(self, data: bytes) -> bytes:
-        for old, new in self._map.items():  # bytes.replace runs at memchr speed; no per-match Python
-            n = data.count(old)
-            if n:
-                data = data.replace(old, new)
-                self.replaced += n
+        data, n = replace_all(self._map, data)
+        self.replaced += n
         return data
 
     def close(self) -> bytes:

@@ -48,7 +48,8 @@ async def test_a_crash_in_the_same_minute_spends_that_minute_and_pads_the_day():
     await clock.advance(20)
     d = (await book_with(store, clock)).division("app", 7, SETTINGS)
     assert d.minute_used >= 60  # nothing more this minute
-    assert d.day_used >= 12 + SETTINGS.lease and d.day_used == 12 + SETTINGS.lease + 2 * 60
+    # the ceiling on file covers every call reserved (at most a lease ahead), plus two minutes' padding
+    assert 12 + 2 * 60 <= d.day_used <= 12 + SETTINGS.lease + 2 * 60
     assert await d.acquire(0, clock.time() + 1) != 0.0  # refused or queued, never sent at once
 
 

@@ -18,9 +18,23 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 
-from ..rewrite import BodyCodec, LinkRewriter
+from ..rewrite import BodyCodec, LinkRewriter, plan, replace_all
 
 REWRITABLE = ("json", "xml")  # content types whose bodies are rewritten
+UNSUPPORTED = "unsupported"
+
+
+@functools.lru_cache(maxsize=256)
+def _body_encoding(content_type: str, content_encoding: str) -> str | None:
+    """How a body of this type and encoding is rewritten: ``""`` as it is, ``gzip``/``deflate`` decoded
+    first, ``UNSUPPORTED`` (an encoding the proxy cannot decode), None when the type holds no links."""
+    ctype = content_type.lower()
+    if not any(k in ctype for k in REWRITABLE):
+        return None
+    encoding = content_encoding.strip().lower()
+    if not BodyCodec.supports(encoding):
+        return UNSUPPORTED
+    return "" if encoding == "identity" else encoding
 
 
 @functools.lru_cache(maxsize=256)
@@ -45,28 +59,37 @@ class RewriteLinks:
         if accept is not None:
             ctx.header_changes["Accept-Encoding"] = _decodable(accept)
         reply = await call_next(ctx)
+        if reply.local:  # the proxy's own answer: no link of Exact's in it
+            return reply
         public = base or ctx.listener.public_base_url or _from_host(ctx)
         if public is None:
             return reply
-        rw = LinkRewriter(ctx.upstream.base_url, public)
-        for name in ("Location", "Content-Location"):
-            if name in reply.headers:
-                reply.headers[name] = rw.header(reply.headers[name])
-        ctype = reply.headers.get("Content-Type", "").lower()
-        if reply.local or ("json" not in ctype and "xml" not in ctype):
+        headers = reply.headers
+        if "Location" in headers or "Content-Location" in headers:
+            rw = LinkRewriter(ctx.upstream.base_url, public)
+            for name in ("Location", "Content-Location"):
+                if name in headers:
+                    headers[name] = rw.header(headers[name])
+        encoding = _body_encoding(headers.get("Content-Type", ""), headers.get("Content-Encoding", ""))
+        if encoding is None:
             return reply
-        encoding = reply.headers.get("Content-Encoding", "").strip().lower()
-        if not BodyCodec.supports(encoding):
-            ctx.decide(f"links not rewritten (Content-Encoding {encoding})")
+        if encoding is UNSUPPORTED:
+            ctx.decide(f"links not rewritten (Content-Encoding {headers.get('Content-Encoding', '')})")
             return reply
         if reply.body is not None:
-            new = _rewrite_whole(rw, reply.body, encoding)
-            if rw.replaced:
+            if encoding == "":
+                new, replaced = replace_all(plan(ctx.upstream.base_url, public), reply.body)
+            else:
+                rw = LinkRewriter(ctx.upstream.base_url, public)
+                new = _rewrite_whole(rw, reply.body, encoding)
+                replaced = rw.replaced
+            if replaced:
                 reply.body = new
                 reply.length = len(new)
                 ctx.decide("links rewritten")
             return reply
         if reply.stream is not None:
+            rw = LinkRewriter(ctx.upstream.base_url, public)
             reply.stream = _rewrite_stream(ctx, rw, reply.stream, BodyCodec(encoding))
             reply.length = None
         return reply
@@ -76,10 +99,16 @@ def _from_host(ctx) -> str | None:
     host = ctx.request.headers.get("Host")
     if not host:
         return None
-    if ctx.upstream is not None and host.lower() in (ctx.upstream.host, ctx.upstream.authority):
+    up = ctx.upstream
+    return _public_base(host, up.host if up else None, up.authority if up else None,
+                        bool(getattr(ctx.listener, "tls", False)))
+
+
+@functools.lru_cache(maxsize=256)
+def _public_base(host: str, upstream_host: str | None, upstream_authority: str | None, tls: bool) -> str | None:
+    if host.lower() in (upstream_host, upstream_authority):
         return None  # the tool already talks to Exact's host name through us
-    scheme = "https" if getattr(ctx.listener, "tls", False) else "http"
-    return f"{scheme}://{host}"
+    return f"{'https' if tls else 'http'}://{host}"
 
 
 def _rewrite_whole(rw: LinkRewriter, body: bytes, encoding: str) -> bytes:

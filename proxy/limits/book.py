@@ -5,9 +5,9 @@ Contract
   with the policy's limits); ``buckets_for(app, division, endpoint, settings)`` the token buckets that
   apply to a request (per app, division and rule).
 - Persistence through the store (namespace ``windows``): per app and division the window starts, a
-  *ceiling* of calls used (the count plus a lease; queued on each change, the store coalesces them
-  into its batched write), the learned limits and the pause. After a clean stop the exact counts are
-  written. After a crash (``kill -9``) a restart in the minute on file treats that minute as spent; in a
+  *ceiling* of calls used (the count plus a lease, queued when the count passes the ceiling on file or
+  a new minute starts, so most calls write nothing; the store coalesces them into its batched write),
+  the learned limits and the pause. After a clean stop the exact counts are written. After a crash (``kill -9``) a restart in the minute on file treats that minute as spent; in a
   later minute the division probes first (one call, then Exact's remaining figures, since calls lost
   since the last flush may lie in this minute); the day counts as used up to the ceiling plus two
   minutes' allowance (a flush interval may straddle a minute boundary). Whatever may have been lost
@@ -81,11 +81,13 @@ class Book:
     def persist(self, d: Division, lease: int, clean: bool = False) -> None:
         if self.store is None:
             return
-        if not clean and d.minute_used <= d.persisted_minute and d.day_used <= d.persisted_day and not d.dirty:
-            return
+        if (not clean and d.minute_used <= d.persisted_minute and d.day_used <= d.persisted_day and not d.dirty
+                and d.minute_start == d.persisted_minute_start):
+            return  # the record on file still covers every call reserved (the common case: no write)
         extra = 0 if clean else lease
         d.persisted_minute = d.minute_used + extra
         d.persisted_day = d.day_used + extra
+        d.persisted_minute_start = d.minute_start
         d.dirty = False
         self.store.put(NAMESPACE, f"{d.app}|{d.division}", {
             "minute_start": d.minute_start, "minute_ceiling": d.persisted_minute,
@@ -120,6 +122,7 @@ class Book:
         except (KeyError, TypeError, ValueError):
             return
         d.persisted_minute, d.persisted_day = d.minute_used, d.day_used
+        d.persisted_minute_start = d.minute_start
 
     def close(self, lease: int) -> None:
         for d in self.divisions.values():

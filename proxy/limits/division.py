@@ -88,7 +88,8 @@ class Division:
         self.changed: asyncio.Event | None = None
         self.pump: asyncio.Task | None = None
         self.persisted_minute = self.persisted_day = -1
-        self.dirty = False
+        self.persisted_minute_start: float | None = None
+        self.dirty = False  # something besides the counts changed (limits, pause, probe): write it
 
     # -- windows -------------------------------------------------------------------------------------
     def roll(self, now: float) -> None:
@@ -124,7 +125,6 @@ class Division:
             b.take()
         if not self.known:
             self.probing = True
-        self.dirty = True
 
     def release(self, buckets=()) -> None:
         self.minute_used = max(0, self.minute_used - 1)
@@ -274,6 +274,7 @@ class Division:
         self.roll(now)
         if self.probing or not self.known:
             self.known, self.probing = True, False
+            self.dirty = True
         if learn:
             self._learn(headers, now)
         self.wake()
