@@ -29,30 +29,36 @@ def _connection_tokens(headers: CIMultiDictProxy | CIMultiDict) -> set[str]:
     return tokens
 
 
-def _copy(headers, drop: set[str]) -> CIMultiDict:
-    out: CIMultiDict = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in drop or low.startswith("proxy-"):
-            continue
-        out.add(name, value)
+def _copy(headers, drop) -> CIMultiDict:
+    out = CIMultiDict(headers)  # copied in C, order and repeats kept; then the few to drop go
+    for name in {k.lower() for k in headers.keys()}:
+        if name in drop or name[:6] == "proxy-":
+            del out[name]
     return out
 
 
 def _add_via(out: CIMultiDict) -> None:
-    existing = out.getall("Via", [])
+    if "Via" not in out:
+        out["Via"] = VIA
+        return
+    existing = out.getall("Via")
     out.popall("Via", None)
     out["Via"] = ", ".join([*existing, VIA])
 
 
+_TO_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "expect"}
+
+
 def to_upstream(headers, host: str) -> CIMultiDict:
-    out = _copy(headers, _connection_tokens(headers) | {"host", "content-length", "expect"})
+    tokens = _connection_tokens(headers) if "Connection" in headers else ()
+    out = _copy(headers, _TO_UPSTREAM.union(tokens) if tokens else _TO_UPSTREAM)
     out["Host"] = host
     _add_via(out)
     return out
 
 
 def to_client(headers) -> CIMultiDict:
-    out = _copy(headers, _connection_tokens(headers))
+    tokens = _connection_tokens(headers) if "Connection" in headers else ()
+    out = _copy(headers, HOP_BY_HOP.union(tokens) if tokens else HOP_BY_HOP)
     _add_via(out)
     return out
