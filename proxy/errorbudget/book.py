@@ -53,6 +53,10 @@ class ErrorBook:
                 self.blocks[key] = float(until)
 
     # -- counts --------------------------------------------------------------------------------------
+    def clean(self, key: Key) -> bool:
+        """Nothing is counted or blocked for the key (the common case: no window to prune)."""
+        return key not in self.windows and key not in self.blocks
+
     def count(self, key: Key, now: float) -> int:
         return self.windows.count(key, now)
 
@@ -94,6 +98,11 @@ class ErrorBook:
         if key in self._waiters:
             return False
         inflight = self._inflight.get(key, 0)
+        if self.clean(key):
+            if inflight < budget:
+                self._inflight[key] = inflight + 1
+                return True
+            return False
         if inflight + self.count(key, now) < budget and self.blocked_until(key, now) is None:
             self._inflight[key] = inflight + 1
             return True

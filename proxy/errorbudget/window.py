@@ -30,6 +30,10 @@ class ErrorWindows:
             return None
         return q
 
+    def __contains__(self, key: Key) -> bool:
+        """Errors were counted for the key (some may have left the window since)."""
+        return key in self._times
+
     def count(self, key: Key, now: float) -> int:
         q = self._prune(key, now)
         return len(q) if q else 0
