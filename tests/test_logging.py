@@ -80,3 +80,30 @@ async def test_log_file_is_written_and_rotated(upstream, start_proxy, tmp_path):
     assert (tmp_path / "proxy.log.1").exists()
     assert not (tmp_path / "proxy.log.3").exists()
     assert all(len(p.read_bytes()) <= 2400 for p in tmp_path.glob("proxy.log*"))
+
+
+async def test_request_lines_are_written_once_a_turn_and_other_lines_at_once_in_order(tmp_path):
+    import asyncio
+    import io
+    import logging
+    from types import SimpleNamespace
+
+    from proxy.logs import log_access, setup_logging
+
+    out, file = io.StringIO(), tmp_path / "p.log"
+    setup_logging(SimpleNamespace(format="text", level="info", file=str(file), max_bytes=0, backups=1),
+                  stream=out)
+    fields = {"ts": 0.0, "id": 1, "listener": "l", "method": "GET", "path": "/a", "query": "", "status": 200,
+              "app": "x", "division": 1, "endpoint": "e", "kind": "rest", "upstream": "u", "attempts": 1,
+              "upstream_ms": 1.0, "total_ms": 2.0, "bytes_in": 0, "bytes_out": 1, "decision": []}
+    log_access({**fields, "path": "/first"})
+    log_access({**fields, "path": "/second"})
+    assert out.getvalue() == ""  # queued until the end of this turn
+    logging.getLogger("exact_proxy.test").warning("a warning")
+    assert out.getvalue().index("/first") < out.getvalue().index("/second") < out.getvalue().index("a warning")
+    log_access({**fields, "path": "/third"})
+    assert "/third" not in out.getvalue()
+    await asyncio.sleep(0)
+    lines = out.getvalue().splitlines()
+    assert [line.split()[2] for line in lines[:2]] == ["/first", "/second"] and "/third" in lines[3]
+    assert file.read_text().splitlines() == lines  # the file got the same lines, flushed
