@@ -125,7 +125,7 @@ class ErrorBook:
                 if used + inflight < budget and (waiter is not None or not queue):
                     self._inflight[key] = inflight + 1
                     taken = True
-                    if waiter is not None and queue:
+                    if waiter is not None and queue and used + inflight + 1 < budget:  # else no room left
                         woken = sum(1 for w in queue if w is not waiter and w.fut is not None and w.fut.done())
                         if used + inflight + 1 + woken < budget:
                             self._wake_next(key, waiter)  # room for one more waiter too
