@@ -14,7 +14,6 @@ Contract
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -23,6 +22,7 @@ from yarl import URL
 
 from .. import hop
 from ..body import BodyConsumed, BodyTooLarge
+from ..context import Reply
 from ..errors import exact_error
 
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -35,6 +35,8 @@ class Forward:
 
     def __init__(self, services) -> None:
         self.services = services
+        self._fwd = None
+        self._client_timeout: aiohttp.ClientTimeout | None = None
 
     async def handle(self, ctx, call_next):
         up = ctx.upstream
@@ -53,7 +55,9 @@ class Forward:
                                                      "cannot be sent again"))
         if ctx.body is not None and not ctx.body.replayable and ctx.body.declared is not None:
             headers["Content-Length"] = str(ctx.body.declared)
-        timeout = _timeout(fwd)
+        if fwd is not self._fwd:  # the policy changed (or first call): its timeouts, made once
+            self._fwd, self._client_timeout = fwd, _timeout(fwd)
+        timeout = self._client_timeout
         ctx.attempt += 1
         t0 = time.perf_counter()
         try:
@@ -112,16 +116,13 @@ class Forward:
 
 
 def _reply(status, headers, reason, body, stream, length, resp=None):
-    from ..context import Reply
+    if resp is None:
+        return Reply(status, headers, body, stream, length, reason=reason)
 
     async def release() -> None:
-        if resp is not None:
-            resp.release()
+        resp.release()
 
-    reply = Reply(status=status, headers=headers, body=body, stream=stream, length=length,
-                  release=release if resp is not None else None)
-    reply.reason = reason
-    return reply
+    return Reply(status, headers, body, stream, length, release=release, reason=reason)
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -132,7 +133,6 @@ async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         resp.release()
 
 
-@functools.lru_cache(maxsize=16)
 def _timeout(fwd) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=fwd.total_timeout, connect=fwd.connect_timeout, sock_read=fwd.read_timeout)
 
