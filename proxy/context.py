@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .policy import Listener, Policy, Upstream
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     """What travels back up the filter list: status, headers, and a body.
 
@@ -79,7 +79,7 @@ Next = Callable[["Context"], Awaitable[Reply]]
 _ids = itertools.count(1)
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """Everything one request carries through the filters."""
 

@@ -189,6 +189,9 @@ class Policy:
     retry: RetrySettings = RetrySettings()
     ca: CASettings = CASettings()
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
+    # answers of upstream_for_authority, per Host value seen (a policy object never changes)
+    _by_authority: dict[str, Upstream | None] = field(default_factory=dict, init=False, repr=False,
+                                                      compare=False)
 
     @classmethod
     def defaults(cls) -> Policy:
@@ -196,6 +199,16 @@ class Policy:
 
     def upstream_for_authority(self, authority: str) -> Upstream | None:
         """The configured upstream whose host (and port, when given) matches ``authority``."""
+        try:
+            return self._by_authority[authority]
+        except KeyError:
+            pass
+        found = self._find_upstream(authority)
+        if len(self._by_authority) < 1024:  # Host values come from clients: keep the cache bounded
+            self._by_authority[authority] = found
+        return found
+
+    def _find_upstream(self, authority: str) -> Upstream | None:
         authority = authority.lower().strip()
         host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
         for up in self.upstreams.values():
