@@ -117,15 +117,23 @@ class _TurnFlush:
 
     def __init__(self) -> None:
         self.due: dict[_LineBuffer, None] = {}  # insertion-ordered set
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the pending callback will run
 
     def mark(self, handlers: tuple[_LineBuffer, ...]) -> None:
-        if not self.due:
-            try:
-                asyncio.get_running_loop().call_soon(self.run)
-            except RuntimeError:
-                for h in handlers:
-                    h.flush()
-                return
+        loop = self._loop
+        if self.due and loop is not None and loop.is_running():  # a callback is due: join it
+            for h in handlers:
+                self.due[h] = None
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: write at once, and whatever a stopped loop left
+            stale, self.due = self.due, {}
+            for h in (*stale, *handlers):
+                h.flush()
+            return
+        self._loop = loop  # a loop that stopped before its callback ran left "due" behind: start anew
+        loop.call_soon(self.run)
         for h in handlers:
             self.due[h] = None
 

@@ -107,3 +107,30 @@ async def test_request_lines_are_written_once_a_turn_and_other_lines_at_once_in_
     lines = out.getvalue().splitlines()
     assert [line.split()[2] for line in lines[:2]] == ["/first", "/second"] and "/third" in lines[3]
     assert file.read_text().splitlines() == lines  # the file got the same lines, flushed
+
+
+async def test_a_loop_that_stopped_before_writing_does_not_hold_back_later_lines():
+    import asyncio
+    import io
+    from types import SimpleNamespace
+
+    from proxy.logs import _turn, log_access, setup_logging
+
+    out = io.StringIO()
+    setup_logging(SimpleNamespace(format="text", level="info", file=None, max_bytes=0, backups=1), stream=out)
+    fields = {"ts": 0.0, "id": 1, "listener": "l", "method": "GET", "path": "/old", "query": "", "status": 200,
+              "app": "x", "division": 1, "endpoint": "e", "kind": "rest", "upstream": "u", "attempts": 1,
+              "upstream_ms": 1.0, "total_ms": 2.0, "bytes_in": 0, "bytes_out": 1, "decision": []}
+
+    def log_then_stop():  # the line's end-of-turn write is scheduled, then the loop stops before it
+        log_access(fields)
+        other.stop()
+
+    other = asyncio.new_event_loop()
+    other.call_soon(log_then_stop)
+    await asyncio.get_running_loop().run_in_executor(None, other.run_forever)
+    other.close()
+    assert _turn.due and "/old" not in out.getvalue()
+    log_access({**fields, "path": "/new"})
+    await asyncio.sleep(0)
+    assert "/old" in out.getvalue() and "/new" in out.getvalue()
