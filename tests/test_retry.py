@@ -134,3 +134,13 @@ async def test_retries_through_the_emulator_count_against_the_budget(emulator, s
     d = next(d for (app, div), d in book.divisions.items() if div == 1101)  # app: the broker's name or default
     faults = emu.state.count(outcome="fault_599") + emu.state.count(outcome="fault_empty")
     assert faults >= 3 and d.day_used == 10 + faults  # every retry went through the budget
+
+
+async def test_a_get_answered_by_exact_on_its_retry_counts_as_an_upstream_answer(emulator, start_proxy):
+    clock, emu, proxy, driver, h = await setup(emulator, start_proxy, "retry: {base: 0.01, attempts: 4}\n")
+    emu.state.set_faults([{"path": "/api/v1/1102/*", "kind": "reset", "every": 2}])
+    async with aiohttp.ClientSession() as s:
+        res = await driver.run(fire(s, driver, proxy.url() + URL.format(div=1102), h, 4, 1))
+    assert [r[0] for r in res] == [200] * 4 and emu.state.count(outcome="fault_reset") >= 2
+    metrics = proxy.services.metrics
+    assert metrics.requests[("upstream", "2xx")] == 4 and "forward" not in metrics.local_counts()

@@ -63,4 +63,5 @@ class Retry:
                      settings.attempts, delay)
             await reply.discard()
             ctx.upstream_failure = None
+            ctx.answered_by = None  # the failed attempt's local answer is dropped: the retry answers
             await self.services.clock.sleep(delay)
