@@ -31,6 +31,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead import ROOT, free_port, wait_up  # noqa: E402
+from procstat import cpu_seconds, rss_mb
 
 from proxy.clock import ScaledClock  # noqa: E402
 
@@ -105,20 +106,6 @@ async def utilisation(factor: float, divisions: int, minutes: int) -> None:
     print(f"  upstream 429s: {upstream_429}   (target 0)")
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def _load(url: str, headers: dict, divisions: list[int], n: int, concurrency: int = 32) -> float:
     sem = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
@@ -185,11 +172,11 @@ async def scale(requests: int, rounds: int = 5) -> None:
         for r in range(rounds):
             for label in (order if r % 2 == 0 else order[::-1]):
                 proc, url = procs[label]
-                cpu0 = _cpu_seconds(proc.pid)
+                cpu0 = cpu_seconds(proc.pid)
                 took = await _load(url, headers[label], ten, requests)
-                cpu[label].append((_cpu_seconds(proc.pid) - cpu0) / requests * 1e6)
+                cpu[label].append((cpu_seconds(proc.pid) - cpu0) / requests * 1e6)
                 rps[label].append(requests / took)
-        rss = {label: _rss_mb(proc.pid) for label, (proc, _) in procs.items()}
+        rss = {label: rss_mb(proc.pid) for label, (proc, _) in procs.items()}
     finally:
         for proc, _ in procs.values():
             proc.terminate()

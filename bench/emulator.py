@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp import web
+from procstat import cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -76,16 +77,6 @@ async def get_token(base: str) -> str:
                 "grant_type": "authorization_code", "code": code, "redirect_uri": "http://localhost/cb",
                 "client_id": "demo-app", "client_secret": "demo-secret"}) as r:
             return (await r.json())["access_token"]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc); 0.0 where that is not available."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def load(session: aiohttp.ClientSession, url: str, headers: dict, seconds: float, concurrency: int) -> float:

@@ -31,6 +31,7 @@ import time
 
 import aiohttp
 from aiohttp import web
+from procstat import cpu_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = json.dumps({"d": {"results": [{"ID": "8bc6f0b0-1a30-4b47-92bd-8a6f0c1f4f4e", "Name": "Acme B.V.",
@@ -126,16 +127,6 @@ async def wait_up(url: str) -> None:
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux); 0.0 where /proc is not there."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def main(args: argparse.Namespace) -> None:
