@@ -22,6 +22,11 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 VIA = "1.1 exact-proxy"
 
 
+def _drop(headers: CIMultiDictProxy | CIMultiDict, always: frozenset[str]) -> frozenset[str] | set[str]:
+    """``always`` plus the headers the sender's ``Connection`` names."""
+    return always.union(_connection_tokens(headers)) if "Connection" in headers else always
+
+
 def _connection_tokens(headers: CIMultiDictProxy | CIMultiDict) -> set[str]:
     tokens: set[str] = set()
     for value in headers.getall("Connection", ()):
@@ -50,15 +55,13 @@ _TO_UPSTREAM = HOP_BY_HOP | {"host", "content-length", "expect"}
 
 
 def to_upstream(headers, host: str) -> CIMultiDict:
-    tokens = _connection_tokens(headers) if "Connection" in headers else ()
-    out = _copy(headers, _TO_UPSTREAM.union(tokens) if tokens else _TO_UPSTREAM)
+    out = _copy(headers, _drop(headers, _TO_UPSTREAM))
     out["Host"] = host
     _add_via(out)
     return out
 
 
 def to_client(headers) -> CIMultiDict:
-    tokens = _connection_tokens(headers) if "Connection" in headers else ()
-    out = _copy(headers, HOP_BY_HOP.union(tokens) if tokens else HOP_BY_HOP)
+    out = _copy(headers, _drop(headers, HOP_BY_HOP))
     _add_via(out)
     return out

@@ -155,7 +155,8 @@ class _LineBuffer:
     ``flush()`` and ``close()`` write whatever is pending at once. A closed or broken stream never takes
     the proxy down."""
 
-    def _start_buffer(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self._lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -202,10 +203,6 @@ class _LineBuffer:
 class _FlushingStreamHandler(_LineBuffer, logging.StreamHandler):
     """Lines written per loop turn; this handler also survives a closed stdout."""
 
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._start_buffer()
-
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging API
         pass
 
@@ -217,7 +214,6 @@ class SizeRotatingFileHandler(_LineBuffer, logging.handlers.RotatingFileHandler)
 
     def __init__(self, filename: str, max_bytes: int, backups: int) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        self._start_buffer()
         try:
             self._written = os.path.getsize(self.baseFilename)
         except OSError:
@@ -238,11 +234,10 @@ class SizeRotatingFileHandler(_LineBuffer, logging.handlers.RotatingFileHandler)
         self._write(lines[start:])
 
     def _write(self, lines: list[str]) -> None:
-        if not lines:
-            return
-        if self.stream is None:
-            self.stream = self._open()
-        self.stream.write("".join(lines))
+        if lines:
+            if self.stream is None:  # closed by a rollover or close(): logging reopens on write
+                self.stream = self._open()
+            super()._write_out(lines)
 
     def doRollover(self) -> None:  # noqa: N802 - logging API
         if self.stream is not None:

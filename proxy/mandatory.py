@@ -22,9 +22,8 @@ _FIELDS = re.compile(r"following fields in the url:\s*(?P<fields>[^.]*)\.?", re.
 
 
 def has_filter(raw_query: str) -> bool:
-    if not raw_query or "filter" not in raw_query.lower():  # also %24FILTER; %46 etc. decode below
-        if "%" not in raw_query:
-            return False
+    if not raw_query or ("filter" not in raw_query.lower() and "%" not in raw_query):
+        return False  # (a percent-encoded name, %24filter or %66ilter, is decoded below)
     for part in raw_query.split("&"):
         name = part.split("=", 1)[0]
         if "%" in name:

@@ -8,9 +8,8 @@ Contract
 - ``render()`` gives the text exposition for ``/_proxy/metrics``. The per-request counters are plain
   dicts, read into Prometheus families when scraped (``prometheus_client``'s own counters take a lock
   and walk several frames for every increment); ``local_counts()`` sums the local answers by filter.
-  Gauges that belong to other parts
-  (budget remaining per division, token chains) are read when scraped, through ``sources``: callables
-  returning ``(name, help, labels_dict, value)`` rows. Nothing here ever holds a token.
+  Gauges that belong to other parts (budget remaining per division, token chains) are read when
+  scraped, through ``sources``: callables returning ``(name, help, labels_dict, value)`` rows. Nothing here ever holds a token.
 - ``summary_line()`` returns the figures since the previous call (calls, upstream, queued, refused,
   local answers, upstream 429s and errors) and resets them; ``Services`` logs it once a minute.
 
@@ -118,7 +117,7 @@ class _Counters:
         m = self.metrics
         for name, help_text, labels, counts in (
                 ("exact_proxy_requests", "Requests answered, by outcome and status class", ["outcome", "status"],
-                 {k: v for k, v in m.requests.items()}),
+                 dict(m.requests)),
                 ("exact_proxy_upstream_responses", "Upstream answers by status code", ["status"],
                  {(k,): v for k, v in m.upstream_answers.items()}),
                 ("exact_proxy_upstream_failures", "Upstream attempts without an answer", ["kind"],

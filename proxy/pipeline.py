@@ -119,10 +119,10 @@ async def _finish_steps(ctx: Context, name: str, got: Any, rest: tuple[tuple[str
             got = await got
         if got is not None:
             return ctx.answer(name, got)
-        for i, (name, before) in enumerate(rest):  # noqa: B007 - name is the one that answered
+        for i, (step_name, before) in enumerate(rest):
             got = before(ctx)
-            if got is not None:
-                rest = rest[i + 1:]
+            if got is not None:  # this step answers or waits: go round again with it
+                name, rest = step_name, rest[i + 1:]
                 break
         else:
             return await call_next(ctx)

@@ -97,16 +97,16 @@ class ErrorBook:
         coroutine). False: nothing was taken; ``reserve`` decides."""
         if key in self._waiters:
             return False
+        used = 0
+        if not self.clean(key):
+            if self.blocked_until(key, now) is not None:
+                return False
+            used = self.count(key, now)
         inflight = self._inflight.get(key, 0)
-        if self.clean(key):
-            if inflight < budget:
-                self._inflight[key] = inflight + 1
-                return True
+        if used + inflight >= budget:
             return False
-        if inflight + self.count(key, now) < budget and self.blocked_until(key, now) is None:
-            self._inflight[key] = inflight + 1
-            return True
-        return False
+        self._inflight[key] = inflight + 1
+        return True
 
     async def reserve(self, key: Key, budget: int, now: Callable[[], float]) -> int | None:
         """A place is taken (call ``release``): how many times it waited (0: at once). None: the counted

@@ -64,7 +64,7 @@ class CallBudget:
         if not settings.enabled or cls is None or cls.division is None or cls.kind not in COUNTED_KINDS:
             return await call_next(ctx)
         div = self.book.division(cls.app, cls.division, settings)
-        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings) if settings.buckets else ()
+        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
         deadline = self.services.clock.time() + settings.max_wait
         rank = -1  # looked up when the call has to wait
         while True:

@@ -77,10 +77,9 @@ class ErrorBudget:
             if hit is not None:  # Exact's own answer again, even when the budget is spent
                 ctx.decide(f"answered from negative cache ({hit.status}, {now - hit.stored_at:.0f} s old)")
                 return ctx.answer(self.name, self._stamp(_replay(hit), key, settings, now))
-        if not book.clean(key):
-            refusal = refuse(ctx, book, key, settings, now)
-            if refusal is not None:
-                return ctx.answer(self.name, self._stamp(refusal, key, settings, now))
+        refusal = refuse(ctx, book, key, settings, now)
+        if refusal is not None:
+            return ctx.answer(self.name, self._stamp(refusal, key, settings, now))
 
         reply = await call_next(ctx)
         now = self.services.clock.time()
@@ -106,15 +105,14 @@ class ErrorBudget:
                        settings.negative_cache_entries)
 
     def _stamp(self, reply, key: Key, settings, now: float):
-        headers, budget = reply.headers, settings.budget
-        if self.book.clean(key):  # no error counted: the whole budget, a full window ahead
-            headers["X-ErrorLimit-Limit"] = headers["X-ErrorLimit-Remaining"] = _text(budget)
-            headers["X-ErrorLimit-Reset"] = str(int((now + settings.window) * 1000))
-            return reply
-        used = self.book.count(key, now)
-        headers["X-ErrorLimit-Limit"] = _text(budget)
-        headers["X-ErrorLimit-Remaining"] = _text(max(0, budget - used))
-        headers["X-ErrorLimit-Reset"] = str(int(self.book.reset_at(key, now) * 1000))
+        book = self.book
+        if book.clean(key):  # no error counted: the whole budget, a full window ahead
+            used, reset = 0, now + settings.window
+        else:
+            used, reset = book.count(key, now), book.reset_at(key, now)
+        reply.headers["X-ErrorLimit-Limit"] = str(settings.budget)
+        reply.headers["X-ErrorLimit-Remaining"] = str(max(0, settings.budget - used))
+        reply.headers["X-ErrorLimit-Reset"] = str(int(reset * 1000))
         return reply
 
     # -- status --------------------------------------------------------------------------------------
@@ -188,6 +186,8 @@ class ErrorHeadroom:
 
 def refuse(ctx, book: ErrorBook, key: Key, settings, now: float) -> Reply | None:
     """The local answer while Exact's block lasts or the budget is spent; None when neither."""
+    if book.clean(key):  # nothing counted or blocked (the common case)
+        return None
     endpoint, division = key[2], key[1]
     until = book.blocked_until(key, now)
     if until is not None:
@@ -214,13 +214,6 @@ def _gone(ctx, settings) -> Reply:  # pragma: no cover - reserve() says no only 
 def _replay(hit: Cached) -> Reply:
     return Reply.make_local(hit.status, hit.body, {"X-Exact-Proxy": "negative-cache"},
                             content_type=hit.content_type or "application/json")
-
-
-_TEXTS = tuple(str(i) for i in range(101))
-
-
-def _text(n: int) -> str:
-    return _TEXTS[n] if 0 <= n <= 100 else str(n)
 
 
 def _iso(epoch: float) -> str:

@@ -74,15 +74,11 @@ class RewriteLinks:
         if encoding is None:
             return reply
         if encoding is UNSUPPORTED:
-            ctx.decide(f"links not rewritten (Content-Encoding {headers.get('Content-Encoding', '')})")
+            ctx.decide(f"links not rewritten (Content-Encoding "
+                       f"{headers.get('Content-Encoding', '').strip().lower()})")
             return reply
         if reply.body is not None:
-            if encoding == "":
-                new, replaced = replace_all(plan(ctx.upstream.base_url, public), reply.body)
-            else:
-                rw = LinkRewriter(ctx.upstream.base_url, public)
-                new = _rewrite_whole(rw, reply.body, encoding)
-                replaced = rw.replaced
+            new, replaced = _rewrite_whole(plan(ctx.upstream.base_url, public), reply.body, encoding)
             if replaced:
                 reply.body = new
                 reply.length = len(new)
@@ -111,15 +107,15 @@ def _public_base(host: str, upstream_host: str | None, upstream_authority: str |
     return f"{'https' if tls else 'http'}://{host}"
 
 
-def _rewrite_whole(rw: LinkRewriter, body: bytes, encoding: str) -> bytes:
-    if not encoding or encoding == "identity":
-        return rw.rewrite_all(body)
+def _rewrite_whole(pairs: dict[bytes, bytes], body: bytes, encoding: str) -> tuple[bytes, int]:
+    """A whole body rewritten (decoded and encoded again for gzip/deflate), and how many links."""
+    if not encoding:
+        return replace_all(pairs, body)
     codec = BodyCodec(encoding)
-    plain = codec.decode(body) + codec.decode_end()
-    new = rw.rewrite_all(plain)
-    if not rw.replaced:
-        return body
-    return codec.encode(new) + codec.encode_end()
+    new, replaced = replace_all(pairs, codec.decode(body) + codec.decode_end())
+    if not replaced:
+        return body, 0
+    return codec.encode(new) + codec.encode_end(), replaced
 
 
 async def _rewrite_stream(ctx, rw: LinkRewriter, stream: AsyncIterator[bytes], codec: BodyCodec

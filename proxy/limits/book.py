@@ -7,8 +7,9 @@ Contract
 - Persistence through the store (namespace ``windows``): per app and division the window starts, a
   *ceiling* of calls used (the count plus a lease, queued when the count passes the ceiling on file or
   a new minute starts, so most calls write nothing; the store coalesces them into its batched write),
-  the learned limits and the pause. After a clean stop the exact counts are written. After a crash (``kill -9``) a restart in the minute on file treats that minute as spent; in a
-  later minute the division probes first (one call, then Exact's remaining figures, since calls lost
+  the learned limits and the pause. After a clean stop the exact counts are written. After a crash
+  (``kill -9``) a restart in the minute on file treats that minute as spent; in a later minute the
+  division probes first (one call, then Exact's remaining figures, since calls lost
   since the last flush may lie in this minute); the day counts as used up to the ceiling plus two
   minutes' allowance (a flush interval may straddle a minute boundary). Whatever may have been lost
   since the last flush is assumed spent, never granted twice.
