@@ -25,8 +25,8 @@ from aiohttp import web
 from . import admin, pipeline
 from .clock import Clock, SystemClock
 from .errors import exact_error
+from .hosts import Listener, Upstream
 from .metrics import Metrics
-from .policy import Listener, Upstream
 from .policy_watch import PolicyHolder
 from .store import open_store
 from .tls.connect_to import UpstreamResolver

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
     from .body import RequestBody
     from .classify import Classification
-    from .policy import Listener, Policy, Upstream
+    from .hosts import Listener, Upstream
+    from .policy import Policy
 
 
 @dataclass(slots=True)

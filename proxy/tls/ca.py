@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..clock import Clock
-from ..policy import KNOWN_EXACT_HOSTS
+from ..hosts import KNOWN_EXACT_HOSTS
 
 log = logging.getLogger("exact_proxy.tls")
 
