@@ -2,16 +2,24 @@
 
 Contract: ``create_app(config=None, clock=None) -> web.Application``; ``app[EMULATOR]`` is the
 ``Emulator``. For every call, in this order:
-1. ``GET /_emulator/stats`` and ``POST /_emulator/reset`` answer at once and count nothing.
+1. ``/_emulator/*`` (``control``) answers at once and counts nothing: ``GET /_emulator/stats``,
+   ``POST /_emulator/reset``, ``POST /_emulator/revoke`` (``{"client_id"?, "user"?, "refresh"?}`` ->
+   ``{"revoked": N}``) and ``POST /_emulator/unauthorized`` (``{"on": bool}``).
 2. An injected fault for the path fires (``faults``); faulted calls never count toward the limits.
-3. ``/api/oauth2/*`` (``oauth_http``), ``/api/v1/current/…`` (Me: token checked, not counted),
-   ``/api/v1/{division}/…`` (``gate`` then ``rest``), ``/docs/XML*.aspx`` (``xmlapi``); anything else 404.
+3. ``/api/oauth2/*`` (``oauth_http``), ``/api/v1/current/…`` (Me: the gate's token, phase and block
+   steps for (app, None, ``current/me``), then no call limit), ``/api/v1/{division}/…`` (``gate`` then
+   ``rest``), ``/docs/XML*.aspx`` (``xmlapi``); anything else 404.
 The base URL written into links is ``public_base_url`` or the request's scheme and Host.
+
+``Emulator`` is what tests and the demo steer: besides the statistics and limits,
+``revoke(client_id=None, user=None, refresh=False) -> int`` withdraws access (every matching access
+token issued so far answers 401 ``Reason: Unauthorized``, outcome ``token_revoked``; with ``refresh``
+their refresh tokens get 400 invalid_grant), and ``set_unauthorized(on)`` starts or ends the phase in
+which every API call answers 401 whatever its token (outcome ``unauthorized_phase``; the token endpoint
+works as usual; ``reset()`` ends it). Client ids are taken in any spelling (``identity``).
 """
 
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
@@ -20,11 +28,13 @@ from . import faults as faults_mod
 from . import rest, system
 from .auth import authenticate
 from .config import EmulatorConfig
+from .control import serve_control
 from .data import ENTITIES, Dataset
 from .errorlimit import ErrorLimit
 from .errors import rest_error
 from .faults import Faults
-from .gate import counted
+from .gate import counted, refuse
+from .identity import normal_client_id
 from .oauth import OAuth
 from .oauth_http import serve_oauth
 from .stats import Stats
@@ -45,6 +55,7 @@ class Emulator:
         self.faults = Faults(config.faults)
         self.counter = Stats(clock, config.request_log)
         self.mandatory = {e.lower() for e in config.mandatory_filter_endpoints}
+        self.unauthorized_phase = False
 
     @property
     def requests(self) -> int:
@@ -57,6 +68,7 @@ class Emulator:
         return snap
 
     def count(self, outcome=None, app=None, division=None, endpoint=None) -> int:
+        app = normal_client_id(app) if app is not None else None
         return self.counter.count(outcome, app, division, endpoint)
 
     def issue_tokens(self, client_id: str = "test-app", user: str = "user-1") -> dict:
@@ -76,10 +88,20 @@ class Emulator:
         self.errorlimit.reset()
 
     def reset(self) -> None:
-        """``POST /_emulator/reset``: limits, blocks, token-call counts and statistics start over."""
+        """``POST /_emulator/reset``: limits, blocks, token-call counts and statistics start over;
+        the unauthorized phase ends (revoked tokens stay revoked)."""
         self.reset_limits()
         self.oauth.reset_counts()
         self.counter.reset()
+        self.unauthorized_phase = False
+
+    def revoke(self, client_id: str | None = None, user: str | None = None, refresh: bool = False) -> int:
+        """``POST /_emulator/revoke``: the number of access tokens revoked (see ``OAuth.revoke``)."""
+        return self.oauth.revoke(client_id, user, refresh)
+
+    def set_unauthorized(self, on: bool) -> None:
+        """``POST /_emulator/unauthorized``: every API call answers 401 while on (see ``gate``)."""
+        self.unauthorized_phase = bool(on)
 
     def set_faults(self, rules: list[dict]) -> None:
         self.faults.set(rules)
@@ -91,22 +113,13 @@ class Emulator:
 EMULATOR: web.AppKey[Emulator] = web.AppKey("emulator", Emulator)
 
 
-def _json(status: int, obj) -> web.Response:
-    return web.Response(status=status, body=json.dumps(obj).encode(), content_type="application/json")
-
-
 async def handle(request: web.Request) -> web.StreamResponse:
     emu: Emulator = request.app[EMULATOR]
     emu.counter.requests += 1
     path = request.path
     low = path.lower()
     if low.startswith("/_emulator/"):
-        if low == "/_emulator/stats":
-            return _json(200, emu.stats())
-        if low == "/_emulator/reset" and request.method == "POST":
-            emu.reset()
-            return _json(200, {"reset": True})
-        return _json(404, {"error": "no such emulator endpoint"})
+        return await serve_control(emu, request, low)
     if emu.faults.rules:
         rule = emu.faults.pick(request.method, path)
         if rule is not None:
@@ -136,10 +149,10 @@ async def _api(emu: Emulator, request: web.Request, path: str, base: str) -> web
     parts = path.split("/", 4)  # ['', 'api', 'v1', '{division}', 'rest']
     app, user, failure = authenticate(emu, request)
     if parts[3].lower() == "current":
-        status, outcome = (failure[1].status, failure[0]) if failure else (200, "ok")
-        emu.counter.record(request.method, path, app, None, "current/me", status, outcome)
-        if failure is not None:
-            return failure[1]
+        refusal = refuse(emu, request, app, None, "current/me", failure)
+        if refusal is not None:
+            return refusal
+        emu.counter.record(request.method, path, app, None, "current/me", 200, "ok")
         return system.me(emu, user or "anonymous", base, request.query.get("$select"))
     try:
         division = int(parts[3])

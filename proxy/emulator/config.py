@@ -2,7 +2,9 @@
 
 Contract: ``EmulatorConfig`` holds every rule the emulator enforces. ``EmulatorConfig.from_dict(d)``
 builds one from a mapping (unknown keys refused with their name); ``load_config(path)`` reads YAML and
-refuses bad input with the file, the line and the reason.
+refuses bad input with the file, the line and the reason. Client ids (the keys of ``clients``, the
+``app`` of ``limits`` rules) are kept in their normal form (``identity.normal_client_id``); two keys
+that normalise alike with different secrets are refused.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from .identity import normal_client_id
 
 
 class SettingError(ValueError):
@@ -95,6 +99,14 @@ class EmulatorConfig:
             setattr(self, name, float(value))
         if not isinstance(self.clients, dict) or not self.clients:
             raise SettingError("clients", "clients: must map client ids to secrets")
+        clients: dict[str, str] = {}
+        for cid, secret in self.clients.items():
+            key = normal_client_id(cid)
+            if clients.get(key, secret) != secret:
+                raise SettingError("clients", f"clients: {cid!r} is the same app as another key "
+                                   "(braces, spaces and case do not matter) with another secret")
+            clients[key] = secret
+        self.clients = clients
         if not isinstance(self.rows, dict) or not all(isinstance(v, int) and v >= 0 for v in self.rows.values()):
             raise SettingError("rows", f"rows: must map endpoints (crm/accounts) to row counts, got {self.rows!r}")
         self.rows = {k.lower(): v for k, v in self.rows.items()}
@@ -108,6 +120,7 @@ class EmulatorConfig:
             if not isinstance(rule, dict) or not set(rule) <= {"app", "division", "minutely", "daily"}:
                 raise SettingError("limits",
                                    f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
+        self.limits = [{**r, "app": normal_client_id(r["app"])} if "app" in r else r for r in self.limits]
         from .faults import validate_faults
 
         try:

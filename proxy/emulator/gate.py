@@ -1,9 +1,15 @@
-"""The gate every call with a division passes, in Exact's order (REST and XML alike).
+"""The gate every API call passes, in Exact's order (REST, bulk, sync and XML; ``current/…`` steps 0-2).
 
-Contract: ``await counted(emu, request, app, division, endpoint, failure, serve)``:
+Contract: ``refuse(emu, request, app, division, endpoint, failure) -> web.Response | None`` is steps
+0-2, for calls with a division and without (``current/Me``: division None); None lets the call on.
+``await counted(emu, request, app, division, endpoint, failure, serve)`` is all of them:
+0. while the unauthorized phase is on (``/_emulator/unauthorized``), a blocked (app, division,
+   endpoint) gets the blocked answer and any other call 401 ``Reason: Unauthorized`` whatever its token
+   (outcome ``unauthorized_phase``), counted as an error of (app, division, endpoint);
 1. an authentication failure (``failure = (outcome, response)``) is answered as is and counts as an
    error of (app, division, endpoint);
-2. a blocked (app, division, endpoint) gets the configured blocked answer (not counted anywhere else);
+2. a blocked (app, division, endpoint) gets the configured blocked answer (outcome ``error_block``,
+   not counted anywhere else);
 3. a division outside ``divisions`` (when set) or below 1 gets 403 ``Reason: NoDivisionAccess``;
 4. the call limits admit the call or answer 429 with an empty body and only the hit limit's headers;
 5. ``await serve()`` returns a ``rest.Answer``; its status counts toward the error limit when it is in
@@ -15,20 +21,32 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .auth import unauthorized
 from .errors import rest_error
+
+
+def refuse(emu, request, app, division: int | None, endpoint: str, failure) -> web.Response | None:
+    key = (app, division, endpoint)
+    if emu.unauthorized_phase:  # a blocked key is answered by step 2 below, whatever its token
+        failure = None if emu.errorlimit.blocked(key) else ("unauthorized_phase", unauthorized())
+    if failure is not None:
+        emu.errorlimit.count(key)
+        emu.counter.record(request.method, request.path, app, division, endpoint, 401, failure[0])
+        return failure[1]
+    if emu.errorlimit.blocked(key):
+        emu.counter.record(request.method, request.path, app, division, endpoint,
+                           emu.config.error_block_status, "error_block")
+        return emu.errorlimit.answer()
+    return None
 
 
 async def counted(emu, request, app, division: int, endpoint: str, failure, serve) -> web.StreamResponse:
     key = (app, division, endpoint)
     method, path = request.method, request.path
     record = emu.counter.record
-    if failure is not None:
-        emu.errorlimit.count(key)
-        record(method, path, app, division, endpoint, 401, failure[0])
-        return failure[1]
-    if emu.errorlimit.blocked(key):
-        record(method, path, app, division, endpoint, emu.config.error_block_status, "error_block")
-        return emu.errorlimit.answer()
+    refusal = refuse(emu, request, app, division, endpoint, failure)
+    if refusal is not None:
+        return refusal
     if division < 1 or (emu.config.divisions and division not in emu.config.divisions):
         emu.errorlimit.count(key)
         record(method, path, app, division, endpoint, 403, "no_division_access")

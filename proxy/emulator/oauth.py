@@ -7,8 +7,14 @@ Contract: ``OAuth(config, clock)``.
   rotation (an earlier refresh token gets 401 "Old refresh token used."), the 570-second rule
   (400 access_denied with ``Reason: TooEarlyToRefreshTokens`` and ``Retry-After``), 200 token calls per
   app and user per UTC day, refresh tokens expiring 30 days after issue, codes single use.
-- ``check(access_token) -> (app, user, problem)``: problem is None, ``unknown`` or ``expired``.
+- ``check(access_token) -> (app, user, problem)``: problem is None, ``unknown``, ``revoked`` or ``expired``.
 - ``issue(client_id, user)`` makes a pair directly (tests), not counted as a token call.
+- ``revoke(client_id=None, user=None, refresh=False) -> int``: every access token issued so far for the
+  app and/or user (all when neither is given) is revoked (``check`` says ``revoked`` from then on); with
+  ``refresh`` their refresh tokens too (a refresh with one gets 400 invalid_grant "The refresh token is
+  invalid."). Answers how many access tokens it revoked; tokens issued afterwards work.
+Client ids are taken in any spelling and kept in their normal form (``identity``): every app, the
+``app`` answered, and the keys of codes, grants, tokens, token-call counts and the 570-second clock.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
+
+from .identity import normal_client_id
 
 
 @dataclass
@@ -27,6 +35,7 @@ class Grant:
     issued_at: float
     current: bool = True
     superseded_at: float | None = None
+    revoked: bool = False
 
 
 def _fmt(epoch: float) -> str:  # Exact's own style: 10/11/2022 9:18:20 PM
@@ -41,6 +50,7 @@ class OAuth:
         self.clock = clock
         self.codes: dict[str, tuple[str, str, str, float]] = {}      # code -> client, redirect, user, expires
         self.access: dict[str, tuple[str, str, float]] = {}          # token -> client, user, expires
+        self.revoked: dict[str, tuple[str, str]] = {}               # revoked token -> client, user
         self.refresh: dict[str, Grant] = {}
         self.last_issued: dict[tuple[str, str], float] = {}         # (client, user) -> time of last token
         self.calls: dict[tuple[str, str], list[float]] = {}         # (client, user) -> [day, count]
@@ -48,12 +58,26 @@ class OAuth:
     # -- the browser part --------------------------------------------------------------------------
     def authorize(self, client_id: str, redirect_uri: str, user: str) -> str:
         code = "code-" + secrets.token_urlsafe(24)
-        self.codes[code] = (client_id, redirect_uri, user, self.clock.time() + self.config.code_lifetime)
+        expires = self.clock.time() + self.config.code_lifetime
+        self.codes[code] = (normal_client_id(client_id), redirect_uri, user, expires)
         return code
 
     # -- direct issue (tests and demo) ---------------------------------------------------------------
     def issue(self, client_id: str, user: str) -> dict:
-        return self._new_pair(client_id, user)
+        return self._new_pair(normal_client_id(client_id), user)
+
+    def revoke(self, client_id: str | None = None, user: str | None = None, refresh: bool = False) -> int:
+        app = normal_client_id(client_id) if client_id is not None else None
+        hit = [t for t, (c, u, _exp) in self.access.items()
+               if (app is None or c == app) and (user is None or u == user)]
+        for t in hit:
+            c, u, _exp = self.access.pop(t)
+            self.revoked[t] = (c, u)
+        if refresh:
+            for g in self.refresh.values():
+                if (app is None or g.client_id == app) and (user is None or g.user == user):
+                    g.revoked = True
+        return len(hit)
 
     def _new_pair(self, client_id: str, user: str) -> dict:
         now = self.clock.time()
@@ -72,7 +96,8 @@ class OAuth:
     def check(self, token: str) -> tuple[str | None, str | None, str | None]:
         entry = self.access.get(token)
         if entry is None:
-            return None, None, "unknown"
+            gone = self.revoked.get(token)
+            return (gone[0], gone[1], "revoked") if gone else (None, None, "unknown")
         if entry[2] <= self.clock.time():
             return entry[0], entry[1], "expired"
         return entry[0], entry[1], None
@@ -81,6 +106,7 @@ class OAuth:
     def token(self, form: dict[str, str], basic: tuple[str, str] | None):
         client_id = form.get("client_id") or (basic[0] if basic else None)
         secret = form.get("client_secret") or (basic[1] if basic else None)
+        client_id = normal_client_id(client_id) if client_id else None
         if not client_id or self.config.clients.get(client_id) != secret:
             return 401, {"error": "invalid_client", "error_description": "Client authentication failed."}, {}, \
                 "invalid_client", client_id or "unknown", None
@@ -135,7 +161,7 @@ class OAuth:
     def _refresh(self, client_id: str, token: str):
         g = self.refresh.get(token)
         now = self.clock.time()
-        if g is None or g.client_id != client_id:
+        if g is None or g.client_id != client_id or g.revoked:
             return 400, {"error": "invalid_grant", "error_description": "The refresh token is invalid."}, {}, \
                 "invalid_grant", client_id, None
         if not self._count(client_id, g.user):
@@ -155,7 +181,7 @@ class OAuth:
         return 200, self._new_pair(client_id, g.user), {}, "ok", client_id, g.user
 
     def calls_today(self, client_id: str, user: str) -> int:
-        entry = self.calls.get((client_id, user))
+        entry = self.calls.get((normal_client_id(client_id), user))
         return int(entry[1]) if entry and entry[0] == math.floor(self.clock.time() / 86400) else 0
 
     def reset_counts(self) -> None:

@@ -6,6 +6,8 @@ Contract: ``await serve_oauth(emu, request, low_path)``.
 - ``token`` reads the form (credentials in the body or HTTP Basic) and lets ``OAuth.token`` decide.
   Errors with a status in ``error_statuses`` count toward the error limit of (app, None, ``oauth2/token``)
   (a too-early refresh only when ``too_early_counts_as_error``); a blocked key gets the blocked answer.
+  The app of those keys and of the statistics is the client id's normal form (``identity``), so every
+  spelling of one app shares one error limit; ``/_emulator/unauthorized`` does not touch this endpoint.
 Nothing here counts toward the call limits. Codes and tokens are never logged.
 """
 
@@ -17,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 
 from .auth import basic
+from .identity import normal_client_id
 
 ENDPOINT = "oauth2/token"
 
@@ -34,7 +37,8 @@ async def serve_oauth(emu, request: web.Request, low: str) -> web.StreamResponse
         return _json(404, {"error": "not_found", "error_description": "No such OAuth endpoint."})
     form = dict(parse_qsl((await request.read()).decode("utf-8", "replace"), keep_blank_values=True))
     creds = basic(request.headers.get("Authorization"))
-    app_guess = form.get("client_id") or (creds[0] if creds else "unknown")
+    app_guess = form.get("client_id") or (creds[0] if creds else "")
+    app_guess = normal_client_id(app_guess) if app_guess else "unknown"
     if emu.errorlimit.blocked((app_guess, None, ENDPOINT)):
         emu.counter.record("POST", request.path, app_guess, None, ENDPOINT, emu.config.error_block_status,
                            "error_block")
@@ -50,7 +54,7 @@ async def serve_oauth(emu, request: web.Request, low: str) -> web.StreamResponse
 
 def _auth(emu, request: web.Request) -> web.StreamResponse:
     q = request.query
-    client_id, redirect = q.get("client_id", ""), q.get("redirect_uri", "")
+    client_id, redirect = normal_client_id(q.get("client_id", "")), q.get("redirect_uri", "")
     if client_id not in emu.config.clients or not redirect or q.get("response_type", "code") != "code":
         emu.counter.record(request.method, request.path, client_id or None, None, "oauth2/auth", 400, "bad_request")
         return _json(400, {"error": "invalid_request",

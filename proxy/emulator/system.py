@@ -1,4 +1,4 @@
-"""Rows that are not generated data: ``current/Me`` (no division, not counted) and ``system/Divisions``.
+"""Rows that are not generated data: ``current/Me`` (no division, no call limit) and ``system/Divisions``.
 
 Contract: ``me(emu, user, base, select) -> web.Response`` answers ``{"d":{"results":[{…,
 "CurrentDivision": N}]}}`` (N is the first configured division, else ``current_division``);

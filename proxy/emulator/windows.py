@@ -4,11 +4,15 @@ Contract: ``CallLimits(config, clock)``. ``admit(app, division)`` either counts 
 ``(None, headers)`` with the six ``X-RateLimit-*`` headers as Exact sends them, or returns
 ``(kind, headers)`` with kind ``daily`` or ``minutely`` and only the headers of the limit that was hit.
 The minute is the clock minute; the day starts at 00:00 UTC; resets are epoch milliseconds.
+``admit`` takes the app in its normal form (it comes from a token); ``set_limits`` and ``used`` take
+any spelling of it (``identity.normal_client_id``).
 """
 
 from __future__ import annotations
 
 import math
+
+from .identity import normal_client_id
 
 
 class CallLimits:
@@ -19,7 +23,7 @@ class CallLimits:
         self._overrides: dict[tuple[str, int], tuple[int | None, int | None]] = {}
 
     def set_limits(self, app: str, division: int, minutely: int | None = None, daily: int | None = None) -> None:
-        self._overrides[(app, division)] = (minutely, daily)
+        self._overrides[(normal_client_id(app), division)] = (minutely, daily)
 
     def reset(self) -> None:
         self._counts.clear()
@@ -66,5 +70,5 @@ class CallLimits:
         return headers
 
     def used(self, app: str, division: int) -> tuple[int, int]:
-        c = self._counts.get((app, division))
+        c = self._counts.get((normal_client_id(app), division))
         return (int(c[1]), int(c[3])) if c else (0, 0)
