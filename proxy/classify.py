@@ -5,8 +5,8 @@ its arguments. It never raises on odd input; an unparseable URL is kind ``other`
 ``/api/v1/…`` paths are cached (the query plays no part there; the most recent 4096 paths).
 
 - **app**: the OAuth client_id when the request shows it (``client_id`` in the query of
-  ``/api/oauth2/*``, or HTTP Basic credentials), else ``default_app``. The token broker may refine it
-  later from the access token.
+  ``/api/oauth2/*``, or HTTP Basic credentials), in its normal form (``proxy.client_id``), else
+  ``default_app``. The token broker refines it later from the access token.
 - **division**: the number in ``/api/v1/{division}/…``, or ``_Division_`` on ``/docs/XML*.aspx``.
 - **endpoint**: the path after the division, key segments (``Accounts(guid'…')``), ``$count`` and
   ``$value`` removed, case-folded: ``crm/accounts``, ``bulk/crm/accounts``. For XML:
@@ -22,6 +22,8 @@ import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
+
+from .client_id import normal_client_id
 
 KINDS = ("rest", "bulk", "sync", "read", "xml", "token", "auth", "me", "other")
 
@@ -59,11 +61,11 @@ def _classify_api(raw_path: str, basic: str | None, default_app: str) -> Classif
 def _classify(raw_path: str, raw_query: str, authorization: str | None, default_app: str) -> Classification:
     path = unquote(raw_path.split("?", 1)[0])
     lower = path.lower()
-    app = _basic_client_id(authorization) or default_app
+    app = normal_client_id(_basic_client_id(authorization)) or default_app
 
     if lower.startswith("/api/oauth2/"):
         rest = lower[len("/api/oauth2/"):].strip("/")
-        qs_app = _query_value(raw_query, "client_id")
+        qs_app = normal_client_id(_query_value(raw_query, "client_id"))
         app = qs_app or app
         if rest == "token":
             return Classification(app, None, "oauth2/token", "token")

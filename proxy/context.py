@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .classify import Classification
     from .hosts import Listener, Upstream
     from .policy import Policy
+    from .tokens.chains import Chain
 
 
 @dataclass(slots=True)
@@ -110,6 +111,9 @@ class Context:
     queued_ms: float = 0.0                # time spent waiting for call budget (set by call_budget)
     upstream_failure: str | None = None   # connect | timeout | reset of the last upstream attempt
     finishers: list[Callable[[Context, int], None]] = field(default_factory=list)
+    tokenless: bool = False               # no Authorization at all (set by classify)
+    chain: Chain | None = None            # the token chain the Bearer token belongs to (token_broker)
+    bearer: str | None = None             # the Bearer token as the tool sent it, when ``chain`` is set
 
     @property
     def target(self) -> str:

@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .client_id import normal_client_id
 from .policy_yaml import Reader
 
 KNOWN_EXACT_HOSTS = frozenset({
@@ -60,6 +61,7 @@ class Listener:
     cert_file: str | None = None         # your own certificate chain instead of the local CA's
     key_file: str | None = None
     tls_names: tuple[str, ...] = ()      # names besides localhost/127.0.0.1/::1 for the local CA's certificate
+    app: str | None = None               # the Exact app (client id, normal form) of calls whose token is unknown
 
 
 def read_upstreams(r: Reader) -> dict[str, Upstream]:
@@ -107,6 +109,7 @@ def read_listeners(r: Reader, upstreams: dict[str, Upstream]) -> tuple[Listener,
         tls = lr.boolean("tls", False)
         cert_file, key_file = lr.text("cert_file", None), lr.text("key_file", None)
         tls_names = lr.strings("tls_names", ())
+        app = normal_client_id(lr.text("app", None)) or None
         lr.finish()
         if (cert_file is None) != (key_file is None):
             lr.problem(("cert_file",), "cert_file and key_file go together")
@@ -132,7 +135,7 @@ def read_listeners(r: Reader, upstreams: dict[str, Upstream]) -> tuple[Listener,
             lr.problem(("port",), f"{host}:{port} is used by two listeners")
         ports.add((host, port))
         out.append(Listener(name=name, host=host, port=port, upstream=up, public_base_url=public, tls=tls,
-                            cert_file=cert_file, key_file=key_file, tls_names=tls_names))
+                            cert_file=cert_file, key_file=key_file, tls_names=tls_names, app=app))
     if not out:
         r.problem(("listeners",), "needs at least one listener")
     return tuple(out)

@@ -1,11 +1,20 @@
 """Filter ``classify``: fill ``ctx.cls`` with app, division, endpoint and kind (``proxy.classify``).
 
 A step that never answers locally; every later filter reads ``ctx.cls``.
+
+The app of a call that does not show its client id (a Bearer token; the token broker refines it from a
+token it knows) is, in order: the listener's ``app``, the policy's ``default_app``, the one app the
+broker knows when it knows exactly one, else ``unknown``. Never a pseudo-app beside a real one.
+``ctx.tokenless`` says the call carries no credentials at all: such calls never spend an app's error
+budget (Exact cannot charge them to an app either).
 """
 
 from __future__ import annotations
 
 from ..classify import classify
+
+UNKNOWN_APP = "unknown"
+TOKEN_KINDS = ("token", "auth")  # their credentials are in the body or the query
 
 
 class Classify:
@@ -15,5 +24,8 @@ class Classify:
         self.services = services
 
     def before(self, ctx):
-        ctx.cls = classify(ctx.method, ctx.raw_path, ctx.raw_query,
-                           ctx.request.headers.get("Authorization"), ctx.policy.default_app)
+        auth = ctx.request.headers.get("Authorization")
+        default = ctx.listener.app or ctx.policy.default_app or self.services.tokens.book.only_app \
+            or UNKNOWN_APP
+        cls = ctx.cls = classify(ctx.method, ctx.raw_path, ctx.raw_query, auth, default)
+        ctx.tokenless = not auth and cls.kind not in TOKEN_KINDS
