@@ -70,6 +70,18 @@ class ErrorBook:
         self._wake(key)  # waiters re-check: the budget may now be spent
         return n
 
+    def refusal(self, key: Key, budget: int, now: float) -> tuple[str, float] | None:
+        """Why the key is not forwarded now, and until when: ``("blocked", until)`` while Exact's block
+        lasts, ``("budget", reset_at)`` while the counted errors reach ``budget``; None otherwise."""
+        if self.clean(key):
+            return None
+        until = self.blocked_until(key, now)
+        if until is not None:
+            return "blocked", until
+        if self.count(key, now) >= budget:
+            return "budget", self.reset_at(key, now)
+        return None
+
     # -- blocks --------------------------------------------------------------------------------------
     def blocked_until(self, key: Key, now: float) -> float | None:
         until = self.blocks.get(key)

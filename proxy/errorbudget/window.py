@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-Key = tuple[str, int, str]
+Key = tuple[str, "int | None", str]  # (app, division or None for current/Me and oauth2/token, endpoint)
 
 
 class ErrorWindows:
@@ -62,7 +62,7 @@ class ErrorWindows:
 
 
 def key_text(key: Key) -> str:
-    return f"{key[0]}|{key[1]}|{key[2]}"
+    return f"{key[0]}|{'' if key[1] is None else key[1]}|{key[2]}"
 
 
 def parse_key(text: str) -> Key | None:
@@ -70,6 +70,6 @@ def parse_key(text: str) -> Key | None:
     if len(parts) != 3:
         return None
     try:
-        return parts[0], int(parts[1]), parts[2]
+        return parts[0], (int(parts[1]) if parts[1] else None), parts[2]
     except ValueError:
         return None

@@ -1,7 +1,9 @@
 """Filters ``error_budget`` and ``error_headroom``: a tool's bad requests never get the app blocked.
 
-Both act only on requests with a division and an endpoint (others pass untouched) and share one
-``ErrorBook`` (``proxy.errorbudget.book``), keyed by (app, division, endpoint).
+Both act on every request with an endpoint, with a division or without one (``current/Me``,
+``oauth2/token`` when the broker is off; the broker keeps the token endpoint's budget itself), and
+share one ``ErrorBook`` (``proxy.errorbudget.book``), keyed by (app, division or None, endpoint). Calls
+without any credentials are keyed by the pseudo-app ``(no token)``: they never spend an app's budget.
 
 ``error_budget`` (outer, before the call budget, so a refusal costs no call):
 - **Exact's block.** While Exact's own block of the key lasts, answer locally (see below).
@@ -39,17 +41,17 @@ from ..errors import exact_error
 
 log = logging.getLogger("exact_proxy.error_budget")
 
-COUNTED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml"))
+COUNTED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml", "me", "token"))
 CACHEABLE = frozenset(("GET", "HEAD"))
 MAX_CACHED_BODY = 64 * 1024
+NO_TOKEN = "(no token)"  # the app of calls without credentials: Exact charges them to no app
 
 
 def _key(ctx) -> Key | None:
     cls = ctx.cls
-    if (not ctx.policy.error_budget.enabled or cls is None or cls.division is None or not cls.endpoint
-            or cls.kind not in COUNTED_KINDS):
+    if not ctx.policy.error_budget.enabled or cls is None or not cls.endpoint or cls.kind not in COUNTED_KINDS:
         return None
-    return (cls.app, cls.division, cls.endpoint)
+    return (NO_TOKEN if ctx.tokenless else cls.app, cls.division, cls.endpoint)
 
 
 class ErrorBudget:
@@ -134,7 +136,7 @@ class ErrorBudget:
     def metric_rows(self):
         for row in self.snapshot():
             yield ("exact_proxy_errors_this_hour", "Upstream errors counted per app, division and endpoint "
-                   "in the rolling hour", {"app": row["app"], "division": str(row["division"]),
+                   "in the rolling hour", {"app": row["app"], "division": "" if row["division"] is None else str(row["division"]),
                                            "endpoint": row["endpoint"]}, row["errors_this_hour"])
 
 
@@ -186,25 +188,27 @@ class ErrorHeadroom:
 
 def refuse(ctx, book: ErrorBook, key: Key, settings, now: float) -> Reply | None:
     """The local answer while Exact's block lasts or the budget is spent; None when neither."""
-    if book.clean(key):  # nothing counted or blocked (the common case)
+    why = book.refusal(key, settings.budget, now)
+    if why is None:  # nothing counted or blocked (the common case), or room left
         return None
-    endpoint, division = key[2], key[1]
-    until = book.blocked_until(key, now)
-    if until is not None:
+    endpoint, where = key[2], where_text(key)
+    reason, until = why
+    wait = max(1, int(until - now + 0.999))
+    if reason == "blocked":
         ctx.decide(f"refused (Exact blocked {endpoint}; paused until {_iso(until)})")
         return exact_error(settings.refusal_status,
-                           f"Exact blocked {endpoint} for division {division} after too many errors; the "
-                           f"proxy does not forward it until {_iso(until)}",
-                           {"Retry-After": str(max(1, int(until - now + 0.999)))})
+                           f"Exact blocked {endpoint}{where} after too many errors; the proxy does not "
+                           f"forward it until {_iso(until)}", {"Retry-After": str(wait)})
     used = book.count(key, now)
-    if used < settings.budget:
-        return None
-    wait = max(1, int(book.reset_at(key, now) - now + 0.999))
     ctx.decide(f"refused (error budget {used}/{settings.budget}, retry in {wait} s)")
     return exact_error(settings.refusal_status,
-                       f"error budget spent: Exact answered {used} errors for {endpoint} in division "
-                       f"{division} within {settings.window:g} s, and blocks the whole app at "
-                       f"{settings.exact_limit + 1}; retry in {wait} s", {"Retry-After": str(wait)})
+                       f"error budget spent: Exact answered {used} errors for {endpoint}{where} within "
+                       f"{settings.window:g} s, and blocks the whole app at {settings.exact_limit + 1}; "
+                       f"retry in {wait} s", {"Retry-After": str(wait)})
+
+
+def where_text(key: Key) -> str:
+    return f" of app {key[0]}" if key[1] is None else f" in division {key[1]}"
 
 
 def _gone(ctx, settings) -> Reply:  # pragma: no cover - reserve() says no only when refuse() has a cause
