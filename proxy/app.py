@@ -88,6 +88,9 @@ class Services:
                    "per app and user)", labels, chain["token_calls_today"])
             yield ("exact_proxy_access_token_expires_in_seconds", "Seconds until the chain's access token "
                    "expires", labels, chain["access_expires_in_s"])
+            yield ("exact_proxy_token_chain_needs_reauth", "1 while the chain needs a new authorization by a "
+                   "person (Exact refused its refresh token or its fresh access token)", labels,
+                   int(chain["needs_reauth"]))
 
     async def _summaries(self) -> None:
         """Once a minute (on the proxy's clock), one line with what the last minute brought."""

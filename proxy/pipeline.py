@@ -41,24 +41,26 @@ from .filters import (
     rewrite_links,
     route,
     token_broker,
+    token_fresh,
 )
 
 __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
 # The order of work, outermost first. Later features insert their filter here, and nowhere else:
 #   access_log → route → classify → read_body → token_broker → rewrite_filter → error_budget
-#   → retry → call_budget → rewrite_links → error_headroom → forward
+#   → retry → call_budget → rewrite_links → token_fresh → error_headroom → forward
 ORDER = (
     access_log.AccessLog,   # step: one line per request, with every decision taken below
     route.Route,            # step: pick the configured Exact host; refuse anything else (never an open proxy)
     classify.Classify,      # step: app, division, endpoint, kind
     read_body.ReadBody,     # step: refuse oversize bodies; buffer small ones so they can be replayed
-    token_broker.TokenBroker,  # step: token requests answered from the chain; expired tokens replaced
+    token_broker.TokenBroker,  # step: token requests answered from the chain; the app of a known token
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
     error_budget.ErrorBudget,  # count Exact's 4xx per endpoint; answer locally before Exact would block
     retry.Retry,            # transient faults retried (GET/HEAD; any method only if nothing was sent)
     call_budget.CallBudget,  # reserve in Exact's minute/day windows or wait in the division's queue
     rewrite_links.RewriteLinks,  # Exact's absolute links point back at the proxy
+    token_fresh.TokenFresh,  # the token decided last (after any queue, per retry); Exact's 401 noted
     error_budget.ErrorHeadroom,  # reserve error room per call sent; count Exact's 4xx; detect its block
     forward.Forward,        # send it to Exact, stream the answer back
 )

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .client_id import normal_client_id
 from .errorbudget.settings import ErrorBudgetSettings, read_error_budget
 from .hosts import KNOWN_EXACT_HOSTS, Listener, Upstream, read_listeners, read_upstreams
 from .limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
@@ -126,12 +127,13 @@ class TokenSettings:
     keepalive: bool = True
     keepalive_after: float = 20 * 86400.0
     identify_user: bool = True
+    loop_delay: float = 1.0              # real seconds before answering a tool of a chain that needs a person
 
 
 @dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
-    default_app: str = "default"
+    default_app: str | None = None       # the app of unknown tokens when neither listener nor chains say
     listeners: tuple[Listener, ...] = (Listener(name="default"),)
     upstreams: dict[str, Upstream] = field(default_factory=lambda: {
         "nl": Upstream("nl", "https://start.exactonline.nl")})
@@ -196,7 +198,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     data, lines = parse(text, filename)
     problems: list[Problem] = []
     r = Reader(data, (), lines, filename, problems)
-    default_app = r.text("default_app", "default")
+    default_app = normal_client_id(r.text("default_app", None)) or None
     upstreams = read_upstreams(r)
     listeners = read_listeners(r, upstreams)
     forwarding = _read_forwarding(r.mapping("forwarding"))
@@ -254,6 +256,7 @@ def _read_tokens(r: Reader) -> TokenSettings:
         keepalive=r.boolean("keepalive", d.keepalive),
         keepalive_after=r.number("keepalive_after", d.keepalive_after, minimum=60),
         identify_user=r.boolean("identify_user", d.identify_user),
+        loop_delay=r.number("loop_delay", d.loop_delay, minimum=0),
     )
     r.finish()
     if t.keepalive and t.keepalive_after >= t.refresh_token_lifetime:

@@ -53,11 +53,12 @@ _lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Mask this value wherever it appears as a run in later log lines (the newest ``KNOWN_LIMIT``)."""
+    """Mask this value wherever it appears as a run in later log lines (the newest ``KNOWN_LIMIT``), in
+    its own case and lower-cased (endpoint keys are case-folded)."""
     if not value or len(value) < 6:
         return
     with _lock:
-        for run in _pieces(value):  # a secret with separators inside is masked piece by piece
+        for run in _pieces(value) + _pieces(value.lower()):  # with separators inside: piece by piece
             if run in _known:
                 continue
             _known[run] = None
@@ -72,24 +73,32 @@ def remember_secret(value: str | None) -> None:
                 del _keys[key]
 
 
+_SEPARATORS = re.compile(r"(/|%[0-9A-Fa-f]{2})")
+
+
 def _pieces(text: str) -> list[str]:
-    """The runs of a text, with percent-escapes taken as separators (``%20TOKEN`` holds ``TOKEN``)."""
+    """The runs of a text, with ``/`` and percent-escapes taken as separators (``/api/v1/current/TOKEN``
+    and ``%20TOKEN`` hold ``TOKEN``)."""
     out = []
     for run in _RUN.findall(text):
-        if "%" not in run:
+        if "%" not in run and "/" not in run:
             out.append(run)
             continue
-        for i, piece in enumerate(run.split("%")):
-            piece = piece if i == 0 else piece[2:]
-            if len(piece) >= 6:
-                out.append(piece)
+        out.extend(piece for piece in _SEPARATORS.split(run)[::2] if len(piece) >= 6)
     return out
 
 
 def _holds_known(run: str, keys: dict[str, int]) -> bool:
-    if "%" not in run:
+    if "%" not in run and "/" not in run:
         return run[:PREFIX] in keys
     return any(piece[:PREFIX] in keys for piece in _pieces(run))
+
+
+def _mask_run(run: str, keys: dict[str, int]) -> str:
+    if "%" not in run and "/" not in run:
+        return MASK if run[:PREFIX] in keys else run
+    parts = _SEPARATORS.split(run)  # pieces at even places, separators between them
+    return "".join(MASK if i % 2 == 0 and len(p) >= 6 and p[:PREFIX] in keys else p for i, p in enumerate(parts))
 
 
 def _mask_known(text: str) -> str:
@@ -101,7 +110,7 @@ def _mask_known(text: str) -> str:
             break
     else:
         return text  # no registered secret: the common case
-    return _RUN.sub(lambda m: MASK if _holds_known(m.group(0), keys) else m.group(0), text)
+    return _RUN.sub(lambda m: _mask_run(m.group(0), keys), text)
 
 
 def redact_query(raw_query: str) -> str:

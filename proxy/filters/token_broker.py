@@ -2,25 +2,29 @@
 
 Contract
 - ``POST /api/oauth2/token`` is answered by ``proxy.tokens.broker``: credentials in the body or as HTTP
-  Basic; a code exchange is forwarded once and starts a chain; a refresh (current or earlier token of a
-  chain) is answered from the chain or refreshed upstream at most once. A malformed token request gets
-  400 in the OAuth error shape. Token answers never carry a rate-limit or error-budget status that a
-  client would mistake for a bad token: the broker never answers 401 for a budget reason.
+  Basic, the client id compared in its normal form; a code exchange is sent once and starts a chain; a
+  refresh (current or earlier token of a chain) is answered from the chain or refreshed upstream at
+  most once; no tokens without the app's secret. A malformed token request gets 400 in the OAuth error
+  shape. Token answers never carry a rate-limit or error-budget status that a client would mistake for
+  a bad token: the broker never answers 401 for a budget reason. While a chain needs a new
+  authorization, its refusals wait ``tokens.loop_delay`` seconds first, so a tool that refreshes in a
+  loop slows to about one request a second.
 - On API calls with ``Authorization: Bearer``: a token of a known chain sets the request's app to the
-  chain's client_id. When that token has expired or was rotated away, and ``tokens.substitute_expired``
-  is on, the chain's current token replaces it (refreshing first when needed), so the tool never sees
-  the 401 and never spends an error on it. Only ever within the same chain.
+  chain's client id, and ``ctx.chain`` and ``ctx.bearer`` for ``token_fresh``, which decides right
+  before the call leaves whether the token must be replaced.
 - With ``tokens.broker: false`` everything passes through untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
 import json
 from urllib.parse import parse_qsl, unquote
 
+from ..client_id import normal_client_id
 from ..context import Reply
 
 
@@ -44,7 +48,12 @@ class TokenBroker:
             return self._token_request(ctx, settings)
         auth = ctx.request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
-            return self._bearer(ctx, auth[7:].strip(), settings)
+            token = auth[7:].strip()
+            chain = self.broker.book.by_access(token)
+            if chain is not None:
+                ctx.chain, ctx.bearer = chain, token
+                if ctx.cls.app != chain.client_id:
+                    ctx.cls = dataclasses.replace(ctx.cls, app=chain.client_id)
         return None
 
     async def _token_request(self, ctx, settings) -> Reply:
@@ -58,49 +67,31 @@ class TokenBroker:
         if client_id and secret and "client_secret" not in form:
             form["client_id"], form["client_secret"] = client_id, secret
         grant = form.get("grant_type")
-        if not client_id:
+        if not client_id or not client_id.strip():
             return _oauth(ctx, 400, {"error": "invalid_request", "error_description":
                           "exact-proxy: client_id missing (send it in the body or as HTTP Basic)"}, {}, "refused (no client_id)")
-        ctx.cls = dataclasses.replace(ctx.cls, app=client_id)
+        answer = None
         if grant == "authorization_code":
             answer = await self.broker.exchange_code(ctx.upstream, form, client_id, secret, settings)
         elif grant == "refresh_token" and form.get("refresh_token"):
             answer = await self.broker.refresh(ctx.upstream, form, client_id, secret, settings)
-        else:
+        ctx.cls = dataclasses.replace(ctx.cls, app=normal_client_id(client_id))
+        if answer is None:
             return _oauth(ctx, 400, {"error": "unsupported_grant_type", "error_description":
                           f"exact-proxy: grant_type {grant!r} with these fields is not supported"}, {},
                           "refused (bad grant)")
         if answer.upstream_calls:
             ctx.attempt += answer.upstream_calls
-            ctx.upstream_ms += getattr(self.broker, "last_upstream_ms", 0.0)
+            ctx.upstream_ms += self.broker.last_upstream_ms
+        if answer.reauth and settings.loop_delay:
+            await asyncio.sleep(settings.loop_delay)  # real time: it slows a real tool's loop
         return _oauth(ctx, answer.status, answer.body, answer.headers, answer.decision)
-
-    def _bearer(self, ctx, token: str, settings):
-        """The chain's app for a token it knows; a coroutine when the token must be replaced first."""
-        chain = self.broker.book.by_access(token)
-        if chain is None:
-            return None
-        ctx.cls = dataclasses.replace(ctx.cls, app=chain.client_id)
-        if not settings.substitute_expired:
-            return None
-        now = self.services.clock.time()
-        if token == chain.access_token and chain.access_expires_at > now + 1:
-            return None
-        return self._substitute(ctx, token, chain, settings)
-
-    async def _substitute(self, ctx, token: str, chain, settings) -> None:
-        upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
-        fresh = await self.broker.fresh_access(chain, upstream, settings)
-        if fresh and fresh != token:
-            ctx.header_changes["Authorization"] = f"Bearer {fresh}"
-            ctx.decide(f"token substituted (chain {chain.id})")
 
 
 def _oauth(ctx, status: int, body: dict, headers: dict, decision: str) -> Reply:
     ctx.decide(decision)
     h = {"Cache-Control": "no-store", "Pragma": "no-cache", **headers}
-    reply = Reply.make_local(status, json.dumps(body).encode(), h)
-    return reply
+    return Reply.make_local(status, json.dumps(body).encode(), h)
 
 
 def _basic(value: str | None) -> tuple[str, str] | None:

@@ -1,38 +1,56 @@
 """The token broker: answers token requests from its chains and refreshes upstream at most once.
 
 Contract
-- ``exchange_code`` forwards an authorization-code exchange exactly once (codes are single use) and
-  starts a chain from a successful answer.
-- ``refresh`` serves a refresh request: from the cache while the access token has more than
+- Client ids are compared in their normal form (``proxy.client_id``): ``{GUID}`` and ``guid`` are one
+  app, one chain.
+- **No token without the secret.** A token request answered from a chain needs the client id and the
+  secret that started it (body or HTTP Basic); otherwise the answer is Exact's ``401 invalid_client``.
+- ``exchange_code`` sends an authorization-code exchange once (codes are single use) and starts a chain
+  from a successful answer.
+- ``refresh`` serves a refresh request: from the chain while its access token has more than
   ``refresh_margin`` seconds left, or while Exact would refuse a new token anyway (less than
-  ``min_refresh_interval`` since the last one, or a TooEarly pause); otherwise by exactly one upstream
-  refresh per chain (single flight: concurrent callers wait for it and get the same pair). Any earlier
-  refresh token of the chain, within ``old_token_window``, is served the same way.
-- Upstream token calls per app and user per UTC day stop at ``daily_token_calls``.
-- An invalid or expired refresh token marks the chain ``needs_reauth`` and says loudly, in the log and
-  in the answer, how to authorize again.
+  ``min_refresh_interval`` since the last one, or a TooEarly pause); otherwise by one upstream refresh.
+  Any earlier refresh token of the chain, within ``old_token_window``, is served the same way. A refresh
+  token the proxy never saw is sent once and adopted as a chain.
+- **Single flight.** Every upstream token call (a chain's refresh, an adoption, a code exchange) runs once
+  for all the tools that ask at the same time; they all get its answer (``proxy.tokens.flight``). A code
+  or refresh token Exact refused is remembered with the credentials that presented it and answered
+  locally after that: a retry loop costs Exact nothing.
+- **Budgets.** Upstream token calls per app and user per UTC day stop at ``daily_token_calls`` (code
+  exchanges and adoptions, whose user is not known yet, count per app); the token endpoint and
+  ``current/Me`` calls of the broker pass the app's error budget (``proxy.tokens.endpoint``).
+- **A rejected chain cannot loop.** ``rejected(chain, token)`` says Exact answered 401 to the chain's
+  current access token. The next refresh goes upstream as soon as Exact allows one; when it cannot (too
+  early, budget spent) or Exact refuses it, the chain is marked ``needs_reauth``: an ERROR in the log,
+  the status page and a metric. Such a chain is tried upstream again once Exact would allow it
+  (``reauth_retry_at``) unless its refresh token itself was refused. Answers for a chain that needs a
+  person carry ``reauth`` so the filters can slow a looping tool down.
 - ``fresh_access(chain)`` returns a valid access token for a chain, refreshing first when needed (used
-  to replace expired tokens on API calls).
+  right before an API call is sent).
 - Every token and secret the broker sees is registered with ``redact.remember_secret``; chains are
   persisted after every change (flushed at once after a rotation: a lost rotation is a lost chain).
+  With ``EXACT_PROXY_TOKEN_KEY`` set, chains stored in plain text are sealed at start.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from ..client_id import normal_client_id
 from ..redact import remember_secret
 from .chains import COUNTS, NAMESPACE, Chain, ChainBook, new_chain_id
+from .endpoint import Call, TokenEndpoint
+from .flight import Flights, Refusals, Refused, remembered
+from .keepalive import KeepAlive
 from .sealing import Sealer, fingerprint
 
 log = logging.getLogger("exact_proxy.tokens")
+
+NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
 @dataclass
@@ -44,6 +62,7 @@ class TokenAnswer:
     headers: dict[str, str]
     decision: str
     upstream_calls: int = 0
+    reauth: bool = False                  # the chain needs a person: a looping tool is slowed down
 
 
 def ok_body(chain: Chain, now: float) -> dict[str, Any]:
@@ -56,13 +75,21 @@ def oauth_error(error: str, description: str) -> dict[str, str]:
     return {"error": error, "error_description": "exact-proxy: " + description}
 
 
+def no_client(why: str) -> TokenAnswer:
+    """What Exact answers a token request without the app's credentials."""
+    return TokenAnswer(401, oauth_error("invalid_client", f"Client authentication failed ({why})"), {},
+                       f"refused ({why})")
+
+
 class TokenBroker:
     def __init__(self, services) -> None:
         self.services = services
         self.sealer = Sealer.from_env()
         self.book = ChainBook(self.sealer)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._task: asyncio.Task | None = None
+        self.endpoint = TokenEndpoint(services)
+        self.flights: Flights[TokenAnswer] = Flights()
+        self.refusals = Refusals()
+        self.keepalive = KeepAlive(self)
 
     @property
     def clock(self):
@@ -72,11 +99,16 @@ class TokenBroker:
     def store(self):
         return getattr(self.services, "store", None)
 
+    @property
+    def last_upstream_ms(self) -> float:
+        return self.endpoint.last_ms
+
     # -- life ------------------------------------------------------------------------------------
     async def load(self) -> None:
         store = self.store
         if store is None:
             return
+        resealed = 0
         for rec in (await store.load(NAMESPACE)).values():
             try:
                 chain = self.book.load_record(rec)
@@ -85,25 +117,31 @@ class TokenBroker:
                 continue
             for secret in (chain.access_token, chain.refresh_token, chain.client_secret):
                 remember_secret(secret)
+            normal = normal_client_id(chain.client_id)
+            plain = self.sealer.encrypting and any(str(rec.get(n) or "").startswith("plain:") for n in
+                                                   ("access_token", "refresh_token", "client_secret"))
             self.book.add(chain)
+            if normal != chain.client_id or plain:
+                chain.client_id = normal
+                self.book.add(chain)
+                self._save(chain)
+                resealed += plain
         self.book.calls.update({k: v for k, v in (await store.load(COUNTS)).items() if isinstance(v, list)})
         if self.book.chains:
             log.info("token broker: %d chain(s) loaded", len(self.book.chains))
+        if resealed:
+            await store.flush()
+            log.info("token broker: %d chain(s) stored in plain text were sealed with EXACT_PROXY_TOKEN_KEY",
+                     resealed)
         if not self.sealer.encrypting:
             log.warning("tokens are stored unencrypted (the state file is readable by its owner only); set "
                         "EXACT_PROXY_TOKEN_KEY to encrypt them (make a key with: exact-proxy token-key)")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._keepalive_loop(), name="token-keepalive")
+        self.keepalive.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self.keepalive.stop()
 
     def _save(self, chain: Chain) -> None:
         if self.store is not None:
@@ -120,85 +158,146 @@ class TokenBroker:
             name = "|".join(chain_key)
             self.store.put(COUNTS, name, self.book.calls[name])
 
+    def _daily_refusal(self, key: tuple[str, str], settings, now: float) -> TokenAnswer | None:
+        if self.book.calls_today(key, now) < settings.daily_token_calls:
+            return None
+        reset = (int(now // 86400) + 1) * 86400
+        return TokenAnswer(429, oauth_error("temporarily_unavailable", f"the daily token-call budget "
+                           f"({settings.daily_token_calls} of Exact's 200) for app {key[0]} is spent; it resets "
+                           f"at {_utc(reset)}"), {"Retry-After": str(int(reset - now) + 1)},
+                           "refused (daily token budget)")
+
     # -- the code grant ----------------------------------------------------------------------------
     async def exchange_code(self, upstream, form: dict[str, str], client_id: str, secret: str | None,
                             settings) -> TokenAnswer:
-        remember_secret(form.get("code"))
-        status, body, headers = await self._post(upstream, form)
-        if status != 200 or "access_token" not in body:
-            self._count((client_id, f"code:{fingerprint(form.get('code', ''))}"))
-            return TokenAnswer(status, body, headers, "code exchange failed upstream", 1)
-        now = self.clock.time()
-        chain = Chain(id=new_chain_id(), client_id=client_id, upstream=upstream.name,
-                      access_token=body["access_token"], access_expires_at=now + _seconds(body, 600),
-                      refresh_token=body.get("refresh_token", ""), issued_at=now, refresh_issued_at=now,
-                      client_secret=secret, secret_fp=fingerprint(secret) if secret else None,
-                      last_used_at=now)
-        for value in (chain.access_token, chain.refresh_token, secret):
-            remember_secret(value)
-        if settings.identify_user:
-            chain.user = await self._identify(upstream, chain.access_token)
-        self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
-        existing = self.book.for_user(client_id, chain.user)
+        code = form.get("code", "")
+        remember_secret(code)
+        app = normal_client_id(client_id)
+        if not secret:
+            return no_client("no client_secret in the body or as HTTP Basic")
+        rkey = (fingerprint(code), fingerprint(f"{app}|{secret}"))
+        hit = self.refusals.get(rkey, self.clock.time())
+        if hit is not None:
+            return _remembered(hit, "code")
+        answer, joined = await self.flights.run(("code",) + rkey, lambda: self._exchange(
+            upstream, form, app, secret, settings, rkey))
+        return _joined(answer, "exchange") if joined else answer
+
+    async def _exchange(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
+        refused = self._daily_refusal((app, NEW_USER), settings, self.clock.time())
+        if refused is not None:
+            return refused
+        call = await self.endpoint.post_token(upstream, app, form)
+        if call.local:
+            return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
+        if call.status != 200 or "access_token" not in call.body:
+            self._count((app, NEW_USER))
+            self._remember(rkey, call)
+            return TokenAnswer(call.status, call.body, call.headers, "code exchange failed upstream", 1)
+        chain = await self._new_chain(upstream, app, secret, call.body, settings)
+        existing = self.book.for_user(app, chain.user)
         if existing is not None:
             self.book.replace(existing, chain)
             if self.store is not None:
                 self.store.delete(NAMESPACE, existing.id)
             log.info("token chain %s replaces %s for app %s, user %s (new authorization)", chain.id,
-                     existing.id, client_id, chain.user)
+                     existing.id, app, chain.user)
         else:
             self.book.add(chain)
-            log.info("token chain %s started for app %s, user %s", chain.id, client_id, chain.user or "?")
+            log.info("token chain %s started for app %s, user %s", chain.id, app, chain.user or "?")
         await self._save_now(chain)
-        return TokenAnswer(200, ok_body(chain, now), {}, f"chain {chain.id} started", 1)
+        return TokenAnswer(200, ok_body(chain, self.clock.time()), {}, f"chain {chain.id} started", 1)
+
+    async def _new_chain(self, upstream, app: str, secret: str, body: dict, settings) -> Chain:
+        now = self.clock.time()
+        chain = Chain(id=new_chain_id(), client_id=app, upstream=upstream.name,
+                      access_token=body["access_token"], access_expires_at=now + _seconds(body, 600),
+                      refresh_token=body.get("refresh_token", ""), issued_at=now, refresh_issued_at=now,
+                      client_secret=secret, secret_fp=fingerprint(secret), last_used_at=now)
+        for value in (chain.access_token, chain.refresh_token, secret):
+            remember_secret(value)
+        if settings.identify_user:
+            chain.user = await self._identify(upstream, app, chain.access_token)
+        self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
+        return chain
+
+    def _remember(self, rkey, call: Call) -> None:
+        if remembered(call.status, call.body):
+            self.refusals.put(rkey, Refused(call.status, call.body, call.headers, self.clock.time()))
 
     # -- the refresh grant -------------------------------------------------------------------------
     async def refresh(self, upstream, form: dict[str, str], client_id: str, secret: str | None,
                       settings) -> TokenAnswer:
         token = form.get("refresh_token", "")
         remember_secret(token)
+        app = normal_client_id(client_id)
+        if not secret:
+            return no_client("no client_secret in the body or as HTTP Basic")
         now = self.clock.time()
         chain, current = self.book.by_refresh(token, now, settings.old_token_window)
         if chain is None:
-            return await self._adopt(upstream, form, client_id, secret, settings)
-        if chain.client_id != client_id:
+            rkey = (fingerprint(token), fingerprint(f"{app}|{secret}"))
+            hit = self.refusals.get(rkey, now)
+            if hit is not None:
+                return _remembered(hit, "refresh token")
+            answer, joined = await self.flights.run(("adopt",) + rkey, lambda: self._adopt(
+                upstream, form, app, secret, settings, rkey))
+            if not joined:
+                return answer
+            chain, current = self.book.by_refresh(token, self.clock.time(), settings.old_token_window)
+            if chain is None:
+                return _joined(answer, "adoption")
+        if chain.client_id != app:
             return TokenAnswer(401, oauth_error("unauthorized_client", "this refresh token belongs to "
                                "another app (client_id)"), {}, "refused (refresh token of another app)")
-        if chain.secret_fp and secret and fingerprint(secret) != chain.secret_fp:
-            return TokenAnswer(401, oauth_error("invalid_client", "client_secret does not match the one "
-                               "this chain was authorized with"), {}, "refused (client secret mismatch)")
-        if secret and not chain.client_secret:
+        if chain.secret_fp and fingerprint(secret) != chain.secret_fp:
+            return no_client("client_secret does not match the one this chain was authorized with")
+        if not chain.client_secret:
             chain.client_secret, chain.secret_fp = secret, fingerprint(secret)
         chain.last_used_at = now
-        how = "current" if current else "earlier"
-        answer = await self._serve(chain, upstream, settings)
-        answer.decision += f" ({how} refresh token)"
+        answer = await self.serve(chain, upstream, settings)
+        answer.decision += f" ({'current' if current else 'earlier'} refresh token)"
         return answer
 
-    async def fresh_access(self, chain: Chain, upstream, settings) -> str | None:
-        """A valid access token for the chain, refreshing upstream first when needed."""
-        answer = await self._serve(chain, upstream, settings, margin=1.0)
-        return chain.access_token if answer.status == 200 else None
+    async def fresh_access(self, chain: Chain, upstream, settings) -> TokenAnswer:
+        """The chain's answer with a valid access token (status 200), refreshing upstream first when
+        the current one expires within a second or Exact refused it."""
+        return await self.serve(chain, upstream, settings, margin=1.0)
 
-    async def _serve(self, chain: Chain, upstream, settings, margin: float | None = None) -> TokenAnswer:
+    def rejected(self, chain: Chain, token: str) -> bool:
+        """Exact answered 401 to ``token``. True when that is the chain's current access token (newly)."""
+        if token != chain.access_token or chain.rejected_at >= chain.issued_at > 0:
+            return False
+        now = self.clock.time()
+        chain.rejected_at = now
+        self._save(chain)
+        allowed = max(chain.issued_at + self.services.policy.tokens.min_refresh_interval, chain.paused_until)
+        log.warning("Exact refused the current access token of chain %s (app %s, user %s) with 401: the next "
+                    "refresh goes to Exact %s", chain.id, chain.client_id, chain.user or "?",
+                    "now" if allowed <= now else f"when it allows one, at {_utc(allowed)}")
+        return True
+
+    async def serve(self, chain: Chain, upstream, settings, margin: float | None = None) -> TokenAnswer:
         margin = settings.refresh_margin if margin is None else margin
         cached = self._cached(chain, settings, margin)
         if cached is not None:
             return cached
-        lock = self._locks.setdefault(chain.id, asyncio.Lock())
-        async with lock:
-            cached = self._cached(chain, settings, margin)  # someone else refreshed while we waited
-            if cached is not None:
-                cached.decision = "answered from chain (refreshed by a concurrent request)"
-                return cached
-            return await self._refresh_upstream(chain, upstream, settings)
+        answer, joined = await self.flights.run(("chain", chain.id), lambda: self._refresh_upstream(
+            chain, upstream, settings))
+        if joined:
+            return dataclasses.replace(answer, body=dict(answer.body), upstream_calls=0,
+                                       decision="answered from chain (refreshed by a concurrent request)")
+        return answer
 
     def _cached(self, chain: Chain, settings, margin: float) -> TokenAnswer | None:
         now = self.clock.time()
-        left = chain.access_expires_at - now
         if chain.needs_reauth:
-            return TokenAnswer(400, oauth_error("invalid_grant", self._reauth_text(chain)), {},
-                               "refused (chain needs a new authorization)")
+            if chain.reauth_retry_at and now >= chain.reauth_retry_at:
+                return None  # Exact may give the chain a working token now: one more try upstream
+            return self._reauth_answer(chain)
+        if chain.rejected_at >= chain.issued_at > 0:
+            return None  # Exact refused the current access token: only a new one helps
+        left = chain.access_expires_at - now
         if left > margin:
             return TokenAnswer(200, ok_body(chain, now), {}, f"answered from chain {chain.id} "
                                f"({int(left)} s left)")
@@ -210,25 +309,30 @@ class TokenBroker:
 
     async def _refresh_upstream(self, chain: Chain, upstream, settings) -> TokenAnswer:
         now = self.clock.time()
-        wait = max(chain.issued_at + settings.min_refresh_interval, chain.paused_until) - now
-        if wait > 0:
+        rejected = chain.rejected_at >= chain.issued_at > 0
+        allowed = max(chain.issued_at + settings.min_refresh_interval, chain.paused_until)
+        if allowed > now:
+            if rejected:
+                return self._needs_reauth(chain, "Exact refused its access token (401) and allows no new "
+                                          f"token before {_utc(allowed)}", retry_at=allowed)
+            wait = int(allowed - now) + 1
             return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token for "
-                               f"this chain in {int(wait) + 1} s"), {"Retry-After": str(int(wait) + 1)},
-                               "refused (too early to refresh)")
-        if self.book.calls_today(chain.key, now) >= settings.daily_token_calls:
-            reset = (int(now // 86400) + 1) * 86400
-            retry = int(reset - now) + 1
-            return TokenAnswer(429, oauth_error("temporarily_unavailable", f"the daily token-call budget "
-                               f"({settings.daily_token_calls} of Exact's 200) for app {chain.client_id} is "
-                               f"spent; it resets at {_utc(reset)}"), {"Retry-After": str(retry)},
-                               "refused (daily token budget)")
-        form = {"grant_type": "refresh_token", "refresh_token": chain.refresh_token,
-                "client_id": chain.client_id}
+                               f"this chain in {wait} s"), {"Retry-After": str(wait)}, "refused (too early to refresh)")
+        refused = self._daily_refusal(chain.key, settings, now)
+        if refused is not None:
+            if rejected:
+                return self._needs_reauth(chain, "Exact refused its access token (401) and the day's token "
+                                          "calls are spent", retry_at=(int(now // 86400) + 1) * 86400)
+            return refused
+        form = {"grant_type": "refresh_token", "refresh_token": chain.refresh_token, "client_id": chain.client_id}
         if chain.client_secret:
             form["client_secret"] = chain.client_secret
-        status, body, headers = await self._post(upstream, form)
-        self._count(chain.key)
+        call = await self.endpoint.post_token(upstream, chain.client_id, form)
         now = self.clock.time()
+        if call.local:
+            return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
+        self._count(chain.key)
+        status, body, headers = call.status, call.body, call.headers
         if status == 200 and "access_token" in body:
             chain.rotate(body["access_token"], _seconds(body, 600), body.get("refresh_token",
                          chain.refresh_token), now)
@@ -238,141 +342,108 @@ class TokenBroker:
             self.book.index(chain)
             await self._save_now(chain)
             return TokenAnswer(200, ok_body(chain, now), {}, f"refreshed upstream for chain {chain.id}", 1)
-        reason = headers.get("Reason", "")
         description = str(body.get("error_description", ""))
-        if "TooEarly" in reason or "access_token not expired" in description:
+        if "TooEarly" in headers.get("Reason", "") or "access_token not expired" in description:
             retry = _int(headers.get("Retry-After")) or int(settings.min_refresh_interval)
             chain.paused_until = now + retry
             self._save(chain)
             log.warning("Exact said TooEarlyToRefreshTokens for chain %s; no refresh for %d s", chain.id, retry)
-            if chain.access_expires_at > now:
-                return TokenAnswer(200, ok_body(chain, now), {}, "answered from chain (Exact said too early)", 1)
-            return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token in "
-                               f"{retry} s"), {"Retry-After": str(retry)}, "refused (Exact said too early)", 1)
-        if status in (400, 401) and body.get("error") in ("invalid_grant", "unauthorized_client",
-                                                          "invalid_request", "invalid_client"):
-            chain.needs_reauth = description or str(body.get("error"))
-            self._save(chain)
-            log.error("TOKEN CHAIN %s (app %s, user %s) NEEDS A NEW AUTHORIZATION: Exact refused its refresh "
-                      "token (%s). %s", chain.id, chain.client_id, chain.user or "?", chain.needs_reauth,
-                      self._reauth_text(chain))
-            return TokenAnswer(400, oauth_error("invalid_grant", self._reauth_text(chain)), {},
-                               "refused (chain needs a new authorization)", 1)
-        if chain.access_expires_at > now:  # Exact is having trouble; the cached token still works
+            if rejected:
+                answer = self._needs_reauth(chain, "Exact refused its access token (401) and said too early to "
+                                            "refresh", retry_at=now + retry)
+            elif chain.access_expires_at > now:
+                answer = TokenAnswer(200, ok_body(chain, now), {}, "answered from chain (Exact said too early)")
+            else:
+                answer = TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token "
+                                     f"in {retry} s"), {"Retry-After": str(retry)}, "refused (Exact said too early)")
+            answer.upstream_calls = 1
+            return answer
+        if remembered(status, body):
+            answer = self._needs_reauth(chain, f"Exact refused its refresh token: {description or body.get('error')}")
+            answer.upstream_calls = 1
+            return answer
+        if chain.access_expires_at > now and not rejected:  # Exact is having trouble; the token still works
             return TokenAnswer(200, ok_body(chain, now), {}, f"answered from chain (upstream refresh "
                                f"failed with {status})", 1)
         return TokenAnswer(502 if status < 500 or status >= 600 else status, body or oauth_error(
             "temporarily_unavailable", f"Exact's token endpoint answered {status}"), {},
             f"upstream refresh failed ({status})", 1)
 
-    async def _adopt(self, upstream, form, client_id, secret, settings) -> TokenAnswer:
+    def _needs_reauth(self, chain: Chain, why: str, retry_at: float = 0.0) -> TokenAnswer:
+        chain.needs_reauth, chain.reauth_retry_at = why, retry_at
+        self._save(chain)
+        log.error("TOKEN CHAIN %s (app %s, user %s) NEEDS A NEW AUTHORIZATION: %s. %s%s", chain.id,
+                  chain.client_id, chain.user or "?", why, self.reauth_text(chain),
+                  f" (the proxy tries Exact once more at {_utc(retry_at)})" if retry_at else "")
+        return self._reauth_answer(chain)
+
+    def _reauth_answer(self, chain: Chain) -> TokenAnswer:
+        return TokenAnswer(400, oauth_error("invalid_grant", self.reauth_text(chain)), {},
+                           "refused (chain needs a new authorization)", reauth=True)
+
+    async def _adopt(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
         """A refresh token the proxy has never seen: send it once and start a chain from the answer."""
-        status, body, headers = await self._post(upstream, form)
-        self._count((client_id, "adopt"))
-        if status != 200 or "access_token" not in body:
-            return TokenAnswer(status, body, headers, "unknown refresh token forwarded; Exact refused it", 1)
-        now = self.clock.time()
-        chain = Chain(id=new_chain_id(), client_id=client_id, upstream=upstream.name,
-                      access_token=body["access_token"], access_expires_at=now + _seconds(body, 600),
-                      refresh_token=body.get("refresh_token", ""), issued_at=now, refresh_issued_at=now,
-                      client_secret=secret, secret_fp=fingerprint(secret) if secret else None,
-                      last_used_at=now)
-        chain.old_refresh[fingerprint(form.get("refresh_token", ""))] = now
-        for value in (chain.access_token, chain.refresh_token, secret):
-            remember_secret(value)
-        if settings.identify_user:
-            chain.user = await self._identify(upstream, chain.access_token)
-        existing = self.book.for_user(client_id, chain.user)
+        refused = self._daily_refusal((app, NEW_USER), settings, self.clock.time())
+        if refused is not None:
+            return refused
+        call = await self.endpoint.post_token(upstream, app, form)
+        if call.local:
+            return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
+        if call.status != 200 or "access_token" not in call.body:
+            self._count((app, NEW_USER))
+            self._remember(rkey, call)
+            return TokenAnswer(call.status, call.body, call.headers,
+                               "unknown refresh token forwarded; Exact refused it", 1)
+        chain = await self._new_chain(upstream, app, secret, call.body, settings)
+        chain.old_refresh[fingerprint(form.get("refresh_token", ""))] = chain.issued_at
+        existing = self.book.for_user(app, chain.user)
         if existing is not None:
             self.book.replace(existing, chain)
         else:
             self.book.add(chain)
         await self._save_now(chain)
-        log.info("token chain %s adopted for app %s from a refresh token the proxy had not seen", chain.id,
-                 client_id)
-        return TokenAnswer(200, ok_body(chain, now), {}, f"chain {chain.id} adopted", 1)
+        log.info("token chain %s adopted for app %s from a refresh token the proxy had not seen", chain.id, app)
+        return TokenAnswer(200, ok_body(chain, self.clock.time()), {}, f"chain {chain.id} adopted", 1)
 
     # -- upstream ----------------------------------------------------------------------------------
-    async def _post(self, upstream, form: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
-        http: aiohttp.ClientSession = self.services.http
-        url = upstream.base_url + "/api/oauth2/token"
-        t0 = time.perf_counter()
-        try:
-            async with http.post(url, data=form, headers={"Accept": "application/json"},
-                                 ssl=self.services.ssl_for(upstream),
-                                 timeout=aiohttp.ClientTimeout(total=30, connect=10)) as resp:
-                raw = await resp.read()
-                headers = {k: v for k, v in resp.headers.items() if k.lower() in ("reason", "retry-after")}
-                try:
-                    body = json.loads(raw) if raw else {}
-                except ValueError:
-                    body = {}
-                if not isinstance(body, dict):
-                    body = {}
-                return resp.status, body, headers
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("token endpoint of %s unreachable: %s", upstream.base_url, type(exc).__name__)
-            return 599, {}, {}
-        finally:
-            self.last_upstream_ms = (time.perf_counter() - t0) * 1000
-
-    async def _identify(self, upstream, access_token: str) -> str | None:
+    async def _identify(self, upstream, app: str, access_token: str) -> str | None:
         """The user behind a token (``current/Me``: no division, so it costs no call budget)."""
-        http: aiohttp.ClientSession = self.services.http
-        try:
-            async with http.get(upstream.base_url + "/api/v1/current/Me?$select=UserID",
-                                headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-                                ssl=self.services.ssl_for(upstream),
-                                timeout=aiohttp.ClientTimeout(total=15)) as resp:
-                if resp.status != 200:
-                    return None
-                doc = await resp.json(content_type=None)
-                row = doc["d"]["results"][0] if "results" in doc["d"] else doc["d"]
-                user = row.get("UserID") or row.get("UserName")
-                return str(user) if user else None
-        except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError):
+        call = await self.endpoint.get_me(upstream, app, access_token)
+        if call.status != 200:
             return None
+        try:
+            doc = call.body["d"]
+            row = doc["results"][0] if "results" in doc else doc
+            user = row.get("UserID") or row.get("UserName")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+        return str(user) if user else None
 
-    def _reauth_text(self, chain: Chain) -> str:
+    def reauth_text(self, chain: Chain) -> str:
         return (f"token chain {chain.id} of app {chain.client_id} needs a new authorization by a person "
                 f"({chain.needs_reauth}). Open the app's authorization URL (/api/oauth2/auth?client_id="
                 f"{chain.client_id}&redirect_uri=...&response_type=code) in a browser through this proxy, and "
                 "let the tool exchange the code; every tool then follows the new chain")
-
-    # -- keep-alive and expiry warnings ----------------------------------------------------------
-    async def _keepalive_loop(self) -> None:
-        while True:
-            await self.clock.sleep(60)
-            try:
-                await self.keepalive_once()
-            except Exception:
-                log.exception("token keep-alive failed")
-
-    async def keepalive_once(self) -> None:
-        policy = self.services.policy
-        settings = policy.tokens
-        now = self.clock.time()
-        for chain in list(self.book.chains.values()):
-            if chain.needs_reauth:
-                continue
-            expires = chain.refresh_issued_at + settings.refresh_token_lifetime
-            upstream = policy.upstreams.get(chain.upstream)
-            if settings.keepalive and upstream is not None and chain.client_secret and \
-                    now - chain.refresh_issued_at >= settings.keepalive_after:
-                answer = await self._serve(chain, upstream, settings, margin=float("inf"))
-                log.info("token keep-alive for chain %s: %s", chain.id, answer.decision)
-                continue
-            if expires - now <= settings.warn_before_expiry:
-                log.warning("token chain %s (app %s) expires at %s unless used; enable tokens.keepalive or "
-                            "run a tool before then", chain.id, chain.client_id, _utc(expires))
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()
         settings = self.services.policy.tokens
         return [{"chain": c.id, "app": c.client_id, "user": c.user, "access_expires_in_s": int(c.access_expires_at - now),
                  "refresh_expires_at": _utc(c.refresh_issued_at + settings.refresh_token_lifetime),
-                 "needs_reauth": bool(c.needs_reauth), "token_calls_today": self.book.calls_today(c.key, now)}
+                 "needs_reauth": bool(c.needs_reauth), "needs_reauth_why": c.needs_reauth,
+                 "access_rejected": c.rejected_at >= c.issued_at > 0,
+                 "token_calls_today": self.book.calls_today(c.key, now)}
                 for c in self.book.chains.values()]
+
+
+def _remembered(hit: Refused, what: str) -> TokenAnswer:
+    return TokenAnswer(hit.status, dict(hit.body), dict(hit.headers), f"answered from memory (Exact refused "
+                       f"this {what} at {_utc(hit.at)})")
+
+
+def _joined(answer: TokenAnswer, what: str) -> TokenAnswer:
+    return dataclasses.replace(answer, body=dict(answer.body), upstream_calls=0,
+                               decision=f"{answer.decision} (joined a concurrent {what})")
 
 
 def _seconds(body: dict, default: float) -> float:

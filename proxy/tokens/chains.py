@@ -12,7 +12,7 @@ Contract
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from .sealing import Sealer, fingerprint
 
@@ -39,6 +39,8 @@ class Chain:
     paused_until: float = 0.0            # Exact said TooEarly: no upstream refresh before this
     needs_reauth: str | None = None      # why a person must authorize again
     last_used_at: float = 0.0
+    rejected_at: float = 0.0             # when Exact last answered 401 to the current access token
+    reauth_retry_at: float = 0.0         # needs_reauth, but Exact may be tried once more from then (0: never)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,6 +56,7 @@ class Chain:
         self.issued_at = now
         self.needs_reauth = None
         self.paused_until = 0.0
+        self.rejected_at = self.reauth_retry_at = 0.0
 
     def forget_older_than(self, cutoff: float) -> None:
         self.old_refresh = {k: t for k, t in self.old_refresh.items() if t >= cutoff}
@@ -71,11 +74,17 @@ class ChainBook:
         self._by_refresh: dict[str, str] = {}
         self._by_access: dict[str, str] = {}
         self.calls: dict[str, list] = {}   # "client|user" -> [utc day number, count]
+        self.only_app: str | None = None    # the client id when every chain is of one app
+
+    def _apps_changed(self) -> None:
+        apps = {c.client_id for c in self.chains.values()}
+        self.only_app = next(iter(apps)) if len(apps) == 1 else None
 
     # -- lookups ---------------------------------------------------------------------------------
     def add(self, chain: Chain) -> None:
         self.chains[chain.id] = chain
         self.index(chain)
+        self._apps_changed()
 
     def index(self, chain: Chain) -> None:
         self._by_refresh[fingerprint(chain.refresh_token)] = chain.id
@@ -140,7 +149,8 @@ class ChainBook:
         return rec
 
     def load_record(self, rec: dict) -> Chain:
-        rec = dict(rec)
+        known = {f.name for f in fields(Chain)}
+        rec = {k: v for k, v in rec.items() if k in known}
         for name in ("access_token", "refresh_token", "client_secret"):
             rec[name] = self.sealer.open(rec.get(name))
         return Chain(**rec)

@@ -1,0 +1,68 @@
+"""Filter ``token_fresh``: the token a call carries is decided right before it leaves for Exact.
+
+Contract, for API calls whose Bearer token belongs to a known chain (``ctx.chain``, set by
+``token_broker``; every other request passes by):
+- It sits inside ``retry`` and ``call_budget``, so it runs for every attempt: after any wait in the
+  division's queue, and again for a retry or a replay. No call of a known chain leaves with a token that
+  expires within a second, was rotated away, or that Exact already refused, while
+  ``tokens.substitute_expired`` is on: the chain's current token replaces it (refreshed first when
+  needed, once for all waiting calls). Only ever within the same chain.
+- When no valid token can be had, the call is not sent: a chain that needs a new authorization gets a
+  local 401 in Exact's envelope saying so, after ``tokens.loop_delay`` seconds (a tool that refreshes
+  after every 401 is slowed to about a request a second); a refresh that Exact cannot give now gets the
+  broker's 429 or 503 with ``Retry-After``.
+- On the way back: Exact's 401 to the chain's current access token tells the broker
+  (``TokenBroker.rejected``), so the next refresh goes upstream instead of handing out the same token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..errors import exact_error
+
+
+class TokenFresh:
+    name = "token_fresh"
+
+    def __init__(self, services) -> None:
+        self.services = services
+
+    def wants(self, ctx) -> bool:
+        return ctx.chain is not None
+
+    async def handle(self, ctx, call_next):
+        chain, broker, settings = ctx.chain, self.services.tokens, ctx.policy.tokens
+        token = ctx.bearer
+        now = self.services.clock.time()
+        stale = token != chain.access_token or chain.access_expires_at <= now + 1 or \
+            chain.rejected_at >= chain.issued_at > 0
+        if chain.needs_reauth or (stale and settings.substitute_expired):
+            upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
+            answer = await broker.fresh_access(chain, upstream, settings)
+            if answer.status != 200:
+                return ctx.answer(self.name, await self._refuse(ctx, chain, answer, settings))
+            if chain.access_token != token:
+                token = chain.access_token
+                ctx.header_changes["Authorization"] = f"Bearer {token}"
+                ctx.decide(f"token substituted (chain {chain.id})")
+        reply = await call_next(ctx)
+        if reply.status == 401 and not reply.local and ctx.upstream_failure is None and \
+                broker.rejected(chain, token):
+            ctx.decide(f"Exact refused the current token of chain {chain.id}")
+        return reply
+
+    async def _refuse(self, ctx, chain, answer, settings):
+        if answer.reauth:
+            ctx.decide(f"refused (chain {chain.id} needs a new authorization)")
+            if settings.loop_delay:
+                await asyncio.sleep(settings.loop_delay)  # real time: it slows a real tool's loop
+            return exact_error(401, f"exact-proxy: token chain {chain.id} of app {chain.client_id} needs a new "
+                               f"authorization by a person ({chain.needs_reauth}); the call was not sent",
+                               {"Reason": "Unauthorized"})
+        status = answer.status if answer.status in (429, 503) else 503
+        wait = answer.headers.get("Retry-After", "5")
+        ctx.decide(f"refused (no valid token for chain {chain.id}: {answer.decision})")
+        return exact_error(status, f"exact-proxy: no valid access token for chain {chain.id} can be had now "
+                           f"({answer.body.get('error_description', answer.decision)}); the call was not sent",
+                           {"Retry-After": wait})
