@@ -45,3 +45,14 @@ def test_the_register_is_bounded_and_keeps_the_newest():
     assert len(redact._known) <= redact.KNOWN_LIMIT
     assert scrub(f"a {newest} b") == f"a {MASK} b"
     assert first in scrub(f"a {first} b")  # long expired: forgotten, so the register cannot grow without end
+
+
+def test_registered_secrets_are_masked_inside_paths_and_in_lower_case():
+    from proxy.redact import remember_secret, scrub
+
+    token = "acc-PathSegmentToken0123456789abcdef"
+    remember_secret(token)
+    line = f"GET /api/v1/current/{token}/x ep=current/{token.lower()} and %2F{token}"
+    out = scrub(line)
+    assert token not in out and token.lower() not in out
+    assert out.startswith("GET /api/v1/current/***/x ep=current/***")
