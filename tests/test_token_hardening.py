@@ -60,16 +60,21 @@ async def get(s, base, path, access_token=None) -> int:
         return r.status
 
 
+async def brokered(emulator, start_proxy, extra_yaml: str = ""):
+    """The emulator (app GUID) and the proxy in front of it, on one manual clock."""
+    clock = ManualClock(start=START)
+    emu = await emulator(EMU, clock=clock)
+    proxy = await start_proxy(emu.base, extra_yaml, clock=clock)
+    return clock, emu, proxy, proxy.url("default")
+
+
 def token_calls(emu, outcome=None) -> int:
     return emu.state.count(endpoint="oauth2/token", outcome=outcome)
 
 
 # 1 and 8 ------------------------------------------------------------------------------------------
 async def test_one_app_spelled_two_ways_is_one_chain(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         first = await authorize(s, base, client_id=BRACED)  # exact-online-sdk's spelling
         for spelling in (GUID, GUID.upper(), f" {BRACED} "):  # ossobv, python-exact-online, a pasted one
@@ -81,14 +86,11 @@ async def test_one_app_spelled_two_ways_is_one_chain(emulator, start_proxy):
 
 
 async def test_two_spellings_and_an_unbrokered_token_share_one_call_budget(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, "limits: {max_wait: 0}\n", clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy, "limits: {max_wait: 0}\n")
     async with aiohttp.ClientSession() as s:
-        brokered = (await authorize(s, base, client_id=BRACED))["access_token"]
+        ours = (await authorize(s, base, client_id=BRACED))["access_token"]
         unbrokered = emu.state.issue_tokens(GUID.upper(), "user-2")["access_token"]  # got elsewhere
-        statuses = [await get(s, base, ACCOUNTS, t) for t in [brokered, unbrokered] * 40]
+        statuses = [await get(s, base, ACCOUNTS, t) for t in [ours, unbrokered] * 40]
     assert emu.state.count(outcome="minutely_429") == 0
     assert statuses.count(200) == 60 and statuses.count(429) == 20
     budget = next(f for f in proxy.services.filters if f.name == "call_budget")
@@ -113,10 +115,7 @@ async def test_concurrent_first_refreshes_reach_exact_once(emulator, start_proxy
 # 3 ------------------------------------------------------------------------------------------------
 async def test_a_rejected_chain_cannot_loop(emulator, start_proxy, log_output):
     """@quantix-ict/exact-online refreshes after every 401; Exact answers 401 to everything."""
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         tok = await authorize(s, base)
         await clock.advance(600)  # Exact would allow one refresh now
@@ -153,10 +152,7 @@ async def test_a_rejected_chain_cannot_loop(emulator, start_proxy, log_output):
 
 
 async def test_errors_on_current_me_have_a_budget(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, "tokens: {substitute_expired: false}\n", clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy, "tokens: {substitute_expired: false}\n")
     async with aiohttp.ClientSession() as s:
         tok = await authorize(s, base)
         emu.state.set_unauthorized(True)
@@ -189,10 +185,7 @@ async def test_a_queued_call_leaves_with_a_fresh_token(emulator, start_proxy):
 
 # 5 ------------------------------------------------------------------------------------------------
 async def test_a_stale_refresh_token_in_a_loop_costs_exact_one_call(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         answers = [await refresh(s, base, "Gcp7!IAAAstale-token-of-long-ago") for _ in range(12)]
         assert {a[0] for a in answers} == {400}
@@ -201,10 +194,7 @@ async def test_a_stale_refresh_token_in_a_loop_costs_exact_one_call(emulator, st
 
 
 async def test_token_endpoint_errors_stop_before_exact_blocks(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         answers = [await refresh(s, base, f"Gcp7!IAAAinvalid-{i}") for i in range(12)]
     assert [a[0] for a in answers] == [400] * 8 + [429] * 4
@@ -224,10 +214,7 @@ async def test_daily_token_calls_cover_adoptions(emulator, start_proxy):
 
 # 6 ------------------------------------------------------------------------------------------------
 async def test_no_token_without_the_client_secret(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         first = await authorize(s, base)
         await clock.advance(600)
@@ -272,10 +259,7 @@ async def test_the_broker_never_follows_a_redirect(aiohttp_server, start_proxy, 
 
 # 9 ------------------------------------------------------------------------------------------------
 async def test_token_less_calls_never_spend_an_apps_error_budget(emulator, start_proxy):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     unbrokered = emu.state.issue_tokens(GUID, "user-2")["access_token"]  # a tool with its own token
     async with aiohttp.ClientSession() as s:
         anonymous = [await get(s, base, ACCOUNTS) for _ in range(10)]
@@ -311,10 +295,7 @@ async def test_chains_are_sealed_at_start_once_a_key_is_set(emulator, start_prox
 
 
 async def test_a_known_token_is_masked_in_a_path_segment(emulator, start_proxy, log_output):
-    clock = ManualClock(start=START)
-    emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
-    base = proxy.url("default")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy)
     async with aiohttp.ClientSession() as s:
         tok = await authorize(s, base)
         await get(s, base, "/api/v1/current/" + tok["access_token"])

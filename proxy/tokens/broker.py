@@ -179,11 +179,14 @@ class TokenBroker:
         hit = self.refusals.get(rkey, self.clock.time())
         if hit is not None:
             return _remembered(hit, "code")
-        answer, joined = await self.flights.run(("code",) + rkey, lambda: self._exchange(
+        answer, joined = await self.flights.run(("code",) + rkey, lambda: self._start_chain(
             upstream, form, app, secret, settings, rkey))
         return _joined(answer, "exchange") if joined else answer
 
-    async def _exchange(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
+    async def _start_chain(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
+        """A code exchange, or a refresh token the proxy has never seen: sent once; a chain is started
+        from a successful answer (replacing the app and user's earlier chain, whose tools follow it)."""
+        adopting = form.get("grant_type") == "refresh_token"
         refused = self._daily_refusal((app, NEW_USER), settings, self.clock.time())
         if refused is not None:
             return refused
@@ -193,20 +196,25 @@ class TokenBroker:
         if call.status != 200 or "access_token" not in call.body:
             self._count((app, NEW_USER))
             self._remember(rkey, call)
-            return TokenAnswer(call.status, call.body, call.headers, "code exchange failed upstream", 1)
+            return TokenAnswer(call.status, call.body, call.headers, "unknown refresh token forwarded; Exact "
+                               "refused it" if adopting else "code exchange failed upstream", 1)
         chain = await self._new_chain(upstream, app, secret, call.body, settings)
+        if adopting:
+            chain.old_refresh[fingerprint(form.get("refresh_token", ""))] = chain.issued_at
+        how = "adopted from a refresh token the proxy had not seen" if adopting else "started"
         existing = self.book.for_user(app, chain.user)
         if existing is not None:
             self.book.replace(existing, chain)
             if self.store is not None:
                 self.store.delete(NAMESPACE, existing.id)
-            log.info("token chain %s replaces %s for app %s, user %s (new authorization)", chain.id,
-                     existing.id, app, chain.user)
+            log.info("token chain %s %s for app %s, user %s; it replaces chain %s", chain.id, how, app,
+                     chain.user, existing.id)
         else:
             self.book.add(chain)
-            log.info("token chain %s started for app %s, user %s", chain.id, app, chain.user or "?")
+            log.info("token chain %s %s for app %s, user %s", chain.id, how, app, chain.user or "?")
         await self._save_now(chain)
-        return TokenAnswer(200, ok_body(chain, self.clock.time()), {}, f"chain {chain.id} started", 1)
+        return TokenAnswer(200, ok_body(chain, self.clock.time()), {},
+                           f"chain {chain.id} {'adopted' if adopting else 'started'}", 1)
 
     async def _new_chain(self, upstream, app: str, secret: str, body: dict, settings) -> Chain:
         now = self.clock.time()
@@ -240,7 +248,7 @@ class TokenBroker:
             hit = self.refusals.get(rkey, now)
             if hit is not None:
                 return _remembered(hit, "refresh token")
-            answer, joined = await self.flights.run(("adopt",) + rkey, lambda: self._adopt(
+            answer, joined = await self.flights.run(("adopt",) + rkey, lambda: self._start_chain(
                 upstream, form, app, secret, settings, rkey))
             if not joined:
                 return answer
@@ -380,30 +388,6 @@ class TokenBroker:
     def _reauth_answer(self, chain: Chain) -> TokenAnswer:
         return TokenAnswer(400, oauth_error("invalid_grant", self.reauth_text(chain)), {},
                            "refused (chain needs a new authorization)", reauth=True)
-
-    async def _adopt(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
-        """A refresh token the proxy has never seen: send it once and start a chain from the answer."""
-        refused = self._daily_refusal((app, NEW_USER), settings, self.clock.time())
-        if refused is not None:
-            return refused
-        call = await self.endpoint.post_token(upstream, app, form)
-        if call.local:
-            return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
-        if call.status != 200 or "access_token" not in call.body:
-            self._count((app, NEW_USER))
-            self._remember(rkey, call)
-            return TokenAnswer(call.status, call.body, call.headers,
-                               "unknown refresh token forwarded; Exact refused it", 1)
-        chain = await self._new_chain(upstream, app, secret, call.body, settings)
-        chain.old_refresh[fingerprint(form.get("refresh_token", ""))] = chain.issued_at
-        existing = self.book.for_user(app, chain.user)
-        if existing is not None:
-            self.book.replace(existing, chain)
-        else:
-            self.book.add(chain)
-        await self._save_now(chain)
-        log.info("token chain %s adopted for app %s from a refresh token the proxy had not seen", chain.id, app)
-        return TokenAnswer(200, ok_body(chain, self.clock.time()), {}, f"chain {chain.id} adopted", 1)
 
     # -- upstream ----------------------------------------------------------------------------------
     async def _identify(self, upstream, app: str, access_token: str) -> str | None:
