@@ -12,6 +12,11 @@ its arguments. It never raises on odd input; an unparseable URL is kind ``other`
   ``$value`` removed, case-folded: ``crm/accounts``, ``bulk/crm/accounts``. For XML:
   ``xml/download/items``. Token and auth calls: ``oauth2/token``, ``oauth2/auth``.
 - **kind**: rest, bulk, sync, read, xml, token, auth, me or other.
+- **refusal**: set (``proxy.odd_targets``) when the target could reach a division the proxy cannot
+  count it against, or a path other than the one it names: a division segment or ``_Division_`` that
+  is not plain ASCII digits (``+555``, `` 556``, ``-1``), an empty division segment, ``_Division_`` or
+  ``Topic`` given twice, a dot segment or backslash anywhere in the path. Division and endpoint are then
+  None and the ``classify`` filter answers 400 with the refusal's message.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
 from .client_id import normal_client_id
+from .odd_targets import Refusal, bad_division, division_number, path_refusal, repeated
 
 KINDS = ("rest", "bulk", "sync", "read", "xml", "token", "auth", "me", "other")
 
@@ -38,6 +44,7 @@ class Classification:
     endpoint: str | None
     kind: str
     entity_key: str | None = None   # the text inside Accounts(...), when the path addresses one row
+    refusal: Refusal | None = None  # the target must not be forwarded (proxy.odd_targets)
 
     @property
     def counts_toward_limits(self) -> bool:
@@ -62,6 +69,9 @@ def _classify(raw_path: str, raw_query: str, authorization: str | None, default_
     path = unquote(raw_path.split("?", 1)[0])
     lower = path.lower()
     app = normal_client_id(_basic_client_id(authorization)) or default_app
+    refusal = path_refusal(path)
+    if refusal is not None:
+        return Classification(app, None, None, "other", refusal=refusal)
 
     if lower.startswith("/api/oauth2/"):
         rest = lower[len("/api/oauth2/"):].strip("/")
@@ -74,18 +84,18 @@ def _classify(raw_path: str, raw_query: str, authorization: str | None, default_
         return Classification(app, None, None, "other")
 
     if lower.startswith("/api/v1/"):
-        segments = [s for s in path[len("/api/v1/"):].split("/") if s]
-        if not segments:
+        head, _, rest = path[len("/api/v1/"):].partition("/")
+        segments = [s for s in rest.split("/") if s]
+        if not head and not segments:
             return Classification(app, None, None, "other")
-        head = segments[0]
         if head.lower() == "current":
-            return Classification(app, None, "/".join(s.lower() for s in segments), "me")
-        if not head.isdigit() or len(head) > 12:
-            return Classification(app, None, None, "other")
-        division = int(head)
+            return Classification(app, None, "/".join(["current", *(s.lower() for s in segments)]), "me")
+        division = division_number(head)
+        if division is None:
+            return Classification(app, None, None, "other", refusal=bad_division(head, "segment"))
         parts: list[str] = []
         key: str | None = None
-        for seg in segments[1:]:
+        for seg in segments:
             low = seg.lower()
             if low in ("$count", "$value", "$links"):
                 continue
@@ -104,13 +114,28 @@ def _classify(raw_path: str, raw_query: str, authorization: str | None, default_
 
     if lower.startswith("/docs/xmldownload.aspx") or lower.startswith("/docs/xmlupload.aspx"):
         direction = "download" if "xmldownload" in lower else "upload"
-        topic = (_query_value(raw_query, "topic") or "").lower() or None
-        div_text = _query_value(raw_query, "_division_") or ""
-        division = int(div_text) if div_text.isdigit() and len(div_text) <= 12 else None
+        topics, div_texts = _query_values(raw_query, "topic"), _query_values(raw_query, "_division_")
+        if len(topics) > 1 or len(div_texts) > 1:
+            return Classification(app, None, None, "other",
+                                  refusal=repeated("Topic" if len(topics) > 1 else "_Division_"))
+        topic = topics[0].lower() if topics and topics[0] else None
+        division = None
+        if div_texts:
+            division = division_number(div_texts[0])
+            if division is None:
+                return Classification(app, None, None, "other", refusal=bad_division(div_texts[0], "query"))
         endpoint = f"xml/{direction}/{topic}" if topic else f"xml/{direction}"
         return Classification(app, division, endpoint, "xml")
 
     return Classification(app, None, None, "other")
+
+
+def _query_values(raw_query: str, name: str) -> list[str]:
+    """Every value of ``name`` (case-insensitive), decoded as Exact decodes them (``+`` is a space)."""
+    if not raw_query:
+        return []
+    name = name.lower()
+    return [value for key, value in parse_qsl(raw_query, keep_blank_values=True) if key.lower() == name]
 
 
 def _query_value(raw_query: str, name: str) -> str | None:

@@ -7,11 +7,16 @@ token it knows) is, in order: the listener's ``app``, the policy's ``default_app
 broker knows when it knows exactly one, else ``unknown``. Never a pseudo-app beside a real one.
 ``ctx.tokenless`` says the call carries no credentials at all: such calls never spend an app's error
 budget (Exact cannot charge them to an app either).
+
+A target the classification refuses (``Classification.refusal``: an odd division spelling, a dot
+segment; ``proxy.odd_targets``) is answered here with 400 in Exact's envelope naming the cause, and the
+decision ``refused (<cause>)``. Nothing of it is forwarded, and no error is counted: Exact never saw it.
 """
 
 from __future__ import annotations
 
 from ..classify import classify
+from ..errors import exact_error
 
 UNKNOWN_APP = "unknown"
 TOKEN_KINDS = ("token", "auth")  # their credentials are in the body or the query
@@ -29,3 +34,7 @@ class Classify:
             or UNKNOWN_APP
         cls = ctx.cls = classify(ctx.method, ctx.raw_path, ctx.raw_query, auth, default)
         ctx.tokenless = not auth and cls.kind not in TOKEN_KINDS
+        if cls.refusal is not None:
+            ctx.decide(f"refused ({cls.refusal.short})")
+            return exact_error(400, cls.refusal.message)
+        return None
