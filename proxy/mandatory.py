@@ -3,6 +3,13 @@
 Contract
 - ``has_filter(raw_query)`` tells whether a query already has ``$filter`` however it is encoded
   (``$filter``, ``%24filter``, ``%24FILTER``).
+- ``custom_options(raw_query)`` names the query options that are not OData system options (the name,
+  decoded, does not start with ``$``), in order, each once. Exact ignores such options, so
+  ``Accounts?ID=guid'…'`` is an unfiltered list to Exact: for a mandatory-filter endpoint, any such
+  option means the tool's condition is in the wrong place, and adding a neutral ``$filter`` would turn
+  its one row into every row. No field list is needed to tell (and none is complete): any option counts,
+  except the few that carry no condition (``NOT_CONDITIONS``: ``access_token``, RFC 6750's token in
+  the URI).
 - ``add_filter(raw_query, expr)`` appends ``$filter=<expr>`` percent-encoded; every byte the client sent
   stays as it was.
 - ``parse_allowed_fields(message)`` reads the field list out of Exact's 400 text ("…with one of the
@@ -14,10 +21,11 @@ Contract
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 DEFAULT_FILTER = "ID ne guid'00000000-0000-0000-0000-000000000000'"
 MESSAGE_START = "This endpoint has mandatory filtering applied"
+NOT_CONDITIONS = frozenset({"access_token"})
 _FIELDS = re.compile(r"following fields in the url:\s*(?P<fields>[^.]*)\.?", re.IGNORECASE)
 
 
@@ -31,6 +39,18 @@ def has_filter(raw_query: str) -> bool:
         if name.strip().lower() == "$filter":
             return True
     return False
+
+
+def custom_options(raw_query: str) -> list[str]:
+    names: list[str] = []
+    for part in raw_query.split("&") if raw_query else ():
+        name = part.split("=", 1)[0]
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        name = name.strip()
+        if name and not name.startswith("$") and name not in names and name.lower() not in NOT_CONDITIONS:
+            names.append(name)
+    return names
 
 
 def add_filter(raw_query: str, expr: str) -> str:

@@ -10,6 +10,13 @@ Contract
   is chosen (``proxy.mandatory.neutral_filter``), remembered (in the store when there is one, so it
   survives restarts) and the GET is replayed once with it. Each new endpoint costs one error, ever.
   A write is never touched or replayed.
+- Never wider: a GET with a query option that is not an OData system option (``Accounts?ID=guid'…'``;
+  ``proxy.mandatory.custom_options``) never gets a ``$filter`` added, since Exact ignores that option
+  and the tool would get every row where it meant one. On an endpoint listed or learned, the proxy
+  answers 400 in Exact's envelope naming ``$filter`` and the options (Exact would refuse it too; this
+  way no error is spent): ``refused (no $filter; options without $: ID)``. On one not known yet the
+  GET goes to Exact as sent; Exact's mandatory-filter 400 is learned from but not replayed:
+  ``learned mandatory filter, not replayed (options without $: ID)``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import json
 import logging
 
-from ..mandatory import add_filter, has_filter, neutral_filter, parse_allowed_fields
+from ..errors import exact_error
+from ..mandatory import add_filter, custom_options, has_filter, neutral_filter, parse_allowed_fields
 
 log = logging.getLogger("exact_proxy.rewrite_filter")
 NAMESPACE = "learned_filters"
@@ -45,6 +53,9 @@ class RewriteFilter:
         settings = ctx.policy.mandatory_filters
         key = cls.endpoint
         expr = settings.endpoints.get(key) or self.learned.get(key)
+        custom = custom_options(ctx.raw_query)
+        if expr and custom:
+            return ctx.answer(self.name, _refuse(ctx, key, custom))
         if expr:
             ctx.raw_query = add_filter(ctx.raw_query, expr)
             ctx.decide(f"rewritten (+$filter={expr})")
@@ -68,10 +79,27 @@ class RewriteFilter:
             store.put(NAMESPACE, key, expr)
         log.warning("learned: Exact demands a $filter on %s; adding %r from now on (add it under "
                     "mandatory_filters.endpoints in policies.yaml to make it explicit)", key, expr)
+        if custom:
+            ctx.decide(f"learned mandatory filter, not replayed (options without $: {_names(custom)})")
+            return reply
         await reply.discard()
         ctx.raw_query = add_filter(ctx.raw_query, expr)
         ctx.decide(f"learned mandatory filter, replayed (+$filter={expr})")
         return await call_next(ctx)
+
+
+def _names(custom: list[str], most: int = 5) -> str:
+    shown = ", ".join(repr(n[:40]) for n in custom[:most])
+    return shown + (f" and {len(custom) - most} more" if len(custom) > most else "")
+
+
+def _refuse(ctx, key: str, custom: list[str]):
+    names = _names(custom)
+    ctx.decide(f"refused (no $filter; options without $: {names})")
+    return exact_error(400, f"{key} has mandatory filtering and this GET has no $filter. Exact ignores query "
+                       f"options that do not start with '$' (here {names}), so it would refuse the GET, and "
+                       "adding exact-proxy's neutral $filter would return every row. Put the condition in "
+                       "$filter, e.g. $filter=ID eq guid'…'")
 
 
 def _message(body: bytes) -> str:
