@@ -12,7 +12,9 @@ Contract
   Online host names and the ``permitted`` names given at creation. A leaked or trusted-by-accident CA
   key therefore cannot mint a certificate any client accepts for other sites.
 - ``leaf(names)`` returns a server certificate (EC P-256, serverAuth, SAN = the names; IP literals
-  become IP SANs) plus key and the CA in the chain, as PEM. Leaves are cached in memory and issued again
+  become IP SANs) plus key and the CA in the chain, as PEM. Its subject's CN is the first DNS name;
+  a leaf for IP addresses only has no CN (subject ``O=exact-proxy``): with no DNS name in the SAN,
+  OpenSSL checks a CN such as ``127.0.0.1`` against the CA's DNS name constraints and fails the chain. Leaves are cached in memory and issued again
   when less than ``RENEW_BEFORE`` of their life is left. Leaves never touch the disk here.
 - Every date comes from the injected clock.
 """
@@ -225,11 +227,13 @@ class LocalCA:
 
     def _issue(self, names: tuple[str, ...], now: float) -> Leaf:
         key = ec.generate_private_key(ec.SECP256R1())
-        dns_first = next((n for n in names if isinstance(_general_name(n), x509.DNSName)), names[0])
+        dns_first = next((n for n in names if isinstance(_general_name(n), x509.DNSName)), None)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_first)] if dns_first else
+                            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "exact-proxy")])
         not_after = min(now + LEAF_LIFETIME, self.not_after)
         ca_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_first)]))
+                .subject_name(subject)
                 .issuer_name(self.cert.subject)
                 .public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
