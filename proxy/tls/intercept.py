@@ -14,7 +14,9 @@ Contract
   that stream whose ``Host`` (or absolute-form target) names another host gets 421 and goes nowhere.
 - Without a usable local CA the ``CONNECT`` gets 502 with what to run; the tool sees an error, never an
   unverified connection.
-- ``shutdown(timeout)`` drains intercepted connections like a listener's own and closes blind tunnels.
+- ``shutdown(timeout)`` drains intercepted connections like a listener's own: idle ones (a tool's
+  pooled connection) close at once, a request in flight gets up to ``timeout`` to finish; blind
+  tunnels are closed.
 """
 
 from __future__ import annotations
@@ -209,6 +211,10 @@ class Interceptor:
                 await task
         for t in list(self._tunnels):
             t.close()
+        for server in self._servers.values():
+            pre_shutdown = getattr(server, "pre_shutdown", None)  # aiohttp >= 3.10: close idle ones now
+            if pre_shutdown is not None:
+                pre_shutdown()
         for server in self._servers.values():
             await server.shutdown(timeout)
         self._servers.clear()
