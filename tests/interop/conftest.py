@@ -107,9 +107,8 @@ def _install(client: Client) -> tuple[str, float]:
     marker = client.home / ".complete"
     if marker.exists():
         return client.name, 0.0
-    for stale in CACHE.glob(f"{client.name}-*"):
-        if stale.name != client.home.name or stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in CACHE.glob(f"{client.name}-*"):  # other pins, or an install that did not finish
+        shutil.rmtree(stale, ignore_errors=True)
     client.home.mkdir(parents=True)
     log = client.home / "install.log"
     with open(log, "w") as out:
@@ -368,9 +367,7 @@ async def world(start_proxy, log_output, tmp_path):
         extra = (f"ca: {{dir: '{tmp_path / 'ca'}'}}\n"
                  f"tokens: {{min_refresh_interval: {MIN_REFRESH}, refresh_margin: {MARGIN}}}\n" + proxy_yaml)
         proxy = await start_proxy("", extra_yaml=extra, listeners_yaml=listeners, upstreams_yaml=upstreams)
-        w = World(tmp_path, emu, proxy, log_output, test_ca.cert_path, str(tmp_path / "ca" / "ca.pem"))
-        w.emu.base_url = emu.base_url
-        return w
+        return World(tmp_path, emu, proxy, log_output, test_ca.cert_path, str(tmp_path / "ca" / "ca.pem"))
 
     yield make
     for emu in started:

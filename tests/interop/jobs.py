@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from .conftest import ACCESS, GUID, ROWS, SECRET, World, exact_problems, outcomes
+from .conftest import ACCESS, GUID, ROWS, SECRET, World, outcomes
 
 # Each client alone: its code flow, an unfiltered list, a filtered set over three pages, one by key; then,
 # once its access token has expired, the filtered set and the key again (a refresh must happen).
@@ -198,4 +198,3 @@ class Tap:
         return [f"{run.name}: exit {run.rc}, {len(rows)} rows of {ROWS}"]
 
 
-__all__ = ["exact_problems"]
