@@ -1,6 +1,6 @@
 """Filter ``classify``: fill ``ctx.cls`` with app, division, endpoint and kind (``proxy.classify``).
 
-A step that never answers locally; every later filter reads ``ctx.cls``.
+A step; every later filter reads ``ctx.cls``. It answers locally only to refuse a target (below).
 
 The app of a call that does not show its client id (a Bearer token; the token broker refines it from a
 token it knows) is, in order: the listener's ``app``, the policy's ``default_app``, the one app the
