@@ -10,7 +10,8 @@ Contract
   ``Connection: close``). For an interception it answers ``200 Connection established``, upgrades the
   client connection to TLS (``loop.start_tls``) with a leaf from the local CA for the requested host,
   and hands the decrypted stream to an aiohttp request handler that runs the normal handler of the
-  listener, hence the whole filter chain, with the upstream fixed to the requested host. A request on
+  listener, hence the whole filter chain, with the upstream fixed to the requested host. That handler
+  gets ``connection_made`` before any byte, even bytes that came with the end of the handshake. A request on
   that stream whose ``Host`` (or absolute-form target) names another host gets 421 and goes nowhere.
 - Without a usable local CA the ``CONNECT`` gets 502 with what to run; the tool sees an error, never an
   unverified connection.
@@ -170,8 +171,9 @@ class Interceptor:
     async def _intercept(self, transport: asyncio.Transport, ctx: ssl.SSLContext, d: Decision) -> None:
         loop = asyncio.get_running_loop()
         protocol = self._server_for(d)()
+        hold = _Hold()
         try:
-            tls = await loop.start_tls(transport, protocol, ctx, server_side=True,
+            tls = await loop.start_tls(transport, hold, ctx, server_side=True,
                                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             # Typically: the tool does not trust the local CA. Say so once, plainly.
@@ -181,7 +183,7 @@ class Interceptor:
             return
         if tls is None:  # pragma: no cover - the transport closed during the handshake
             return
-        protocol.connection_made(tls)
+        hold.hand_over(tls, protocol)
 
     # -- blind tunnel -----------------------------------------------------------------------------
     async def _tunnel(self, transport: asyncio.Transport, host: str, port: int, timeout: float) -> None:
@@ -242,6 +244,38 @@ def _host_guard(handler, host: str, port: int):
         return await handler(request)
 
     return guarded
+
+
+class _Hold(asyncio.Protocol):
+    """The tunnel's protocol while ``start_tls`` finishes. asyncio hands over bytes that came with the
+    handshake's last flight (a tool's first request) before ``start_tls`` returns; the request handler
+    must see ``connection_made`` first (asyncio's protocol contract), so they wait here."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # the handler decides, once it has the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+    def hand_over(self, tls: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        tls.set_protocol(protocol)
+        protocol.connection_made(tls)
+        for chunk in self.chunks:
+            protocol.data_received(chunk)  # type: ignore[attr-defined]
+        self.chunks.clear()
+        if self.eof and not protocol.eof_received():  # type: ignore[attr-defined]
+            tls.close()
+        if self.lost is not None:
+            protocol.connection_lost(self.lost[0])
 
 
 class _Pipe(asyncio.Protocol):
