@@ -250,3 +250,12 @@ async def test_me_and_divisions(aiohttp_client):
     assert [r["Code"] for r in body["d"]["results"]] == [11, 12]
     resp, body = await get(client, "/api/v1/13/crm/Contacts", h)
     assert resp.status == 403 and resp.headers["Reason"] == "NoDivisionAccess"
+
+
+async def test_next_links_keep_the_query_encoded_as_sent(aiohttp_client):
+    """ossobv/exactonline follows __next through urllib, which refuses a URL with a literal space."""
+    client, emu, h = await start(aiohttp_client)
+    resp, body = await get(client, "/api/v1/1/crm/Accounts?$select=ID&$filter=ID%20ne%20guid'00000000-0000-0000-"
+                           "0000-000000000000'", h)
+    nxt = body["d"]["__next"]
+    assert " " not in nxt and "$filter=ID%20ne%20guid'" in nxt

@@ -163,7 +163,8 @@ async def _api(emu: Emulator, request: web.Request, path: str, base: str) -> web
 
     async def serve() -> rest.Answer:
         body = await request.read() if request.can_read_body else b""
-        return rest.serve(emu, request, division, rest_path, base, request.query, request.query_string, body)
+        return rest.serve(emu, request, division, rest_path, base, request.query, request.rel_url.raw_query_string,
+                          body)
 
     return await counted(emu, request, app, division, endpoint_of(rest_path), failure, serve)
 
