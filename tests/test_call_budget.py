@@ -167,7 +167,7 @@ async def test_200_concurrent_requests_never_overrun_a_window(emulator, start_pr
 
 
 async def test_priority_overtakes_a_queued_bulk_job(emulator, start_proxy):
-    extra = "limits:\n  priority:\n    - {header: {X-Priority: high}}\n"
+    extra = "limits:\n  pace: 0\n  priority:\n    - {header: {X-Priority: high}}\n"  # priority alone, unpaced
     clock, emu, proxy, driver, h = await setup(emulator, start_proxy, extra)
     async with aiohttp.ClientSession() as s:
         bulk = asyncio.ensure_future(fire(s, driver, proxy.url() + URL.format(div=801), h, 150, 150))
@@ -224,7 +224,7 @@ async def test_a_probe_that_gets_no_answer_does_not_shut_its_division(emulator, 
 
 
 async def test_a_bucket_caps_a_bulk_export_while_interactive_calls_flow(emulator, start_proxy, log_output):
-    extra = ("limits:\n  max_wait: 600\n  buckets:\n"
+    extra = ("limits:\n  max_wait: 600\n  pace: 0\n  buckets:\n"  # the bucket alone, unpaced
              "    - {endpoint: bulk/financial/transactionlines, rate: 20, per: 60, burst: 20}\n")
     clock, emu, proxy, driver, h = await setup(emulator, start_proxy, extra)
     bulk_url = proxy.url() + "/api/v1/1201/bulk/Financial/TransactionLines?$select=ID"

@@ -12,7 +12,7 @@ from proxy.limits.settings import Bucket, LimitSettings
 from proxy.store.memory import MemoryStore
 
 MINUTE = 1_790_000_040.0  # a clock-minute boundary
-SETTINGS = LimitSettings()
+SETTINGS = LimitSettings(pace=0)
 
 
 async def book_with(store, clock) -> Book:
@@ -42,15 +42,32 @@ async def test_a_clean_stop_keeps_the_exact_counts():
     assert (d.minute_used, d.day_used, d.known) == (12, 12, True)
 
 
-async def test_a_crash_in_the_same_minute_spends_that_minute_and_pads_the_day():
+async def test_a_crash_in_the_same_minute_resumes_from_the_ceiling_and_probes_first():
     store, clock = MemoryStore(), ManualClock(start=MINUTE + 10)
     await spend(await book_with(store, clock), 12)  # no close: kill -9
     await clock.advance(20)
     d = (await book_with(store, clock)).division("app", 7, SETTINGS)
-    assert d.minute_used >= 60  # nothing more this minute
     # the ceiling on file covers every call reserved (at most a lease ahead), plus two minutes' padding
+    assert 12 <= d.minute_used <= 12 + SETTINGS.lease and not d.known
     assert 12 + 2 * 60 <= d.day_used <= 12 + SETTINGS.lease + 2 * 60
-    assert await d.acquire(0, clock.time() + 1) != 0.0  # refused or queued, never sent at once
+    assert await d.acquire(0, clock.time() + 1) == 0.0 and d.probing  # one call, to hear Exact's count
+    second = asyncio.ensure_future(d.acquire(0, clock.time() + 30))
+    await asyncio.sleep(0)
+    assert not second.done()  # nothing else until Exact said how much of the minute is left
+    d.answered({"X-RateLimit-Minutely-Limit": "60", "X-RateLimit-Minutely-Remaining": "40",
+                "X-RateLimit-Minutely-Reset": str(int((MINUTE + 60) * 1000))}, learn=True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert second.done() and d.minute_used == max(20, 12 + SETTINGS.lease + 1) + 1
+
+
+async def test_a_crash_in_the_same_minute_without_probing_spends_that_minute():
+    settings = LimitSettings(pace=0, probe=False)
+    store, clock = MemoryStore(), ManualClock(start=MINUTE + 10)
+    await spend(await book_with(store, clock), 12, settings=settings)
+    await clock.advance(20)
+    d = (await book_with(store, clock)).division("app", 7, settings)
+    assert d.minute_used >= 60 and await d.acquire(0, clock.time() + 1) != 0.0
 
 
 async def test_a_crash_restored_in_a_later_minute_probes_first():
@@ -79,7 +96,7 @@ async def test_a_learned_higher_limit_is_restored_before_the_minute_is_spent():
     book.persist(d, SETTINGS.lease)
     await clock.advance(5)
     d2 = (await book_with(store, clock)).division("app", 7, SETTINGS)
-    assert d2.minute_limit == 100 and d2.minute_used >= 100
+    assert d2.minute_limit == 100 and d2.minute_used >= 1 and not d2.known  # resumes, probing first
 
 
 async def test_a_restored_daily_limit_never_exceeds_the_policy():
@@ -87,7 +104,7 @@ async def test_a_restored_daily_limit_never_exceeds_the_policy():
     store.put(NAMESPACE, "app|7", {"minute_start": MINUTE, "minute_ceiling": 3, "day_start": MINUTE // 86400 * 86400,
                                    "day_ceiling": 3, "minute_limit": 60, "day_limit": 20000, "known": True,
                                    "clean": True})
-    d = (await book_with(store, clock)).division("app", 7, LimitSettings(divisions={7: (None, 1000)}))
+    d = (await book_with(store, clock)).division("app", 7, LimitSettings(pace=0, divisions={7: (None, 1000)}))
     assert d.day_limit == 1000 and d.day_used == 3
 
 
@@ -115,7 +132,7 @@ def test_clock_limiter_follows_the_injected_clock():
 
 async def test_buckets_apply_by_division_endpoint_or_both():
     book = Book(ManualClock(start=MINUTE))
-    settings = LimitSettings(buckets=(Bucket(None, "bulk/financial/transactionlines", 20, 60, 20),
+    settings = LimitSettings(pace=0, buckets=(Bucket(None, "bulk/financial/transactionlines", 20, 60, 20),
                                       Bucket(7, None, 100, 60, 10), Bucket(8, "crm/accounts", 1, 1, 1)))
     assert len(book.buckets_for("app", 7, "bulk/financial/transactionlines", settings)) == 2
     assert len(book.buckets_for("app", 7, "crm/accounts", settings)) == 1
@@ -129,7 +146,7 @@ async def test_buckets_apply_by_division_endpoint_or_both():
 async def test_a_bucket_holds_its_endpoint_while_the_division_flows():
     clock = ManualClock(start=MINUTE)
     book = Book(clock)
-    settings = LimitSettings(probe=False, buckets=(Bucket(None, "bulk/x", 2, 60, 2),))
+    settings = LimitSettings(pace=0, probe=False, buckets=(Bucket(None, "bulk/x", 2, 60, 2),))
     d = book.division("app", 7, settings)
     bulk = book.buckets_for("app", 7, "bulk/x", settings)
     assert await d.acquire(0, clock.time() + 100, bulk) == 0.0

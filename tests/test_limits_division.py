@@ -15,7 +15,7 @@ MINUTE = 1_790_000_040.0  # a clock-minute boundary (epoch seconds): 29,833,334 
 
 def make(settings: LimitSettings | None = None, start: float = MINUTE + 10) -> tuple[ManualClock, Division]:
     clock = ManualClock(start=start)
-    return clock, Division("app", 7, settings or LimitSettings(probe=False), clock)
+    return clock, Division("app", 7, settings or LimitSettings(pace=0, probe=False), clock)
 
 
 async def settle(n: int = 5) -> None:
@@ -73,7 +73,7 @@ async def test_priority_goes_ahead_of_earlier_waiters_fifo_otherwise():
 
 
 async def test_max_wait_refuses_at_once_with_window_headers():
-    clock, d = make(LimitSettings(probe=False, max_wait=5))
+    clock, d = make(LimitSettings(pace=0, probe=False, max_wait=5))
     for _ in range(60):
         await d.acquire(0, clock.time() + 5)
     t0 = clock.time()
@@ -86,7 +86,7 @@ async def test_max_wait_refuses_at_once_with_window_headers():
 
 
 async def test_daily_budget_spent_refuses_with_the_midnight_reset():
-    clock, d = make(LimitSettings(probe=False, divisions={7: (None, 3)}))
+    clock, d = make(LimitSettings(pace=0, probe=False, divisions={7: (None, 3)}))
     for _ in range(3):
         assert await d.acquire(0, clock.time() + 60) == 0.0
     got = await d.acquire(0, clock.time() + 60)
@@ -98,7 +98,7 @@ async def test_daily_budget_spent_refuses_with_the_midnight_reset():
 
 
 async def test_probe_one_call_first_then_the_learned_limit():
-    clock, d = make(LimitSettings(probe=True))
+    clock, d = make(LimitSettings(pace=0, probe=True))
     first = await d.acquire(0, clock.time() + 300)
     assert first == 0.0 and d.probing
     others = [asyncio.ensure_future(d.acquire(0, clock.time() + 300)) for _ in range(40)]
@@ -112,7 +112,7 @@ async def test_probe_one_call_first_then_the_learned_limit():
 
 
 async def test_a_probe_without_an_answer_does_not_block_the_division():
-    clock, d = make(LimitSettings(probe=True))
+    clock, d = make(LimitSettings(pace=0, probe=True))
     assert await d.acquire(0, clock.time() + 300) == 0.0
     waiting = asyncio.ensure_future(d.acquire(0, clock.time() + 300))
     await settle()
@@ -208,3 +208,53 @@ async def test_an_idle_division_holds_no_queue_objects():
     await clock.set_time(MINUTE + 60)
     await settle()
     assert w.done() and d.waiters == () and d.changed is None and d.pump is None
+
+
+async def _in_a_row(clock: ManualClock, d: Division, n: int) -> list[float]:
+    """A tool reading ``n`` times in a row: the clock time at which each call was admitted."""
+    admitted = []
+    for _ in range(n):
+        task = asyncio.ensure_future(d.acquire(0, clock.time() + 300))
+        await settle()
+        while not task.done():
+            nxt = clock.next_deadline()
+            assert nxt is not None
+            await clock.set_monotonic(nxt)
+            await settle()
+        assert not isinstance(task.result(), Refusal)
+        admitted.append(clock.time())
+    return admitted
+
+
+async def test_the_end_of_a_minute_is_paced_so_a_tool_in_a_row_never_waits_long():
+    clock, d = make(LimitSettings(probe=False), start=MINUTE)  # pace: 0.2 (12 of 60), the default
+    times = await _in_a_row(clock, d, 70)
+    waits = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert times[48] == MINUTE and times[49] > MINUTE  # 48 at once, and the first of the paced tail
+    assert all(MINUTE <= t < MINUTE + 60 for t in times[:60])  # the whole window is used
+    assert times[60] == MINUTE + 60  # the next window opens on time
+    assert max(waits) <= 60 / 12 + 0.01  # the last 12 of the minute spread: about 5 s apart, never 60
+
+
+async def test_pacing_starts_where_the_minute_runs_low_and_a_backlog_still_fills_the_window():
+    clock, d = make(LimitSettings(probe=False), start=MINUTE + 30)  # half a minute left
+    tasks = [asyncio.ensure_future(d.acquire(0, clock.time() + 300)) for _ in range(90)]
+    await settle()
+    assert sum(t.done() for t in tasks) == 49  # 48, and the first of the paced tail
+    while d.minute_used < 60 and clock.time() < MINUTE + 60:
+        await clock.set_monotonic(clock.next_deadline())
+        await settle()
+    assert clock.time() < MINUTE + 60
+    # the other 11 of the tail went before the minute ended (30 s / 12 = 2.5 s apart): all 60 used
+    assert d.minute_used == 60 and sum(t.done() for t in tasks) == 60
+    await clock.set_time(MINUTE + 60)
+    await settle()
+    assert sum(t.done() for t in tasks) == 90  # the next window opens on time: the other 30 go at once
+    for t in tasks:
+        t.cancel()
+
+
+async def test_pacing_can_be_switched_off():
+    clock, d = make(LimitSettings(probe=False, pace=0), start=MINUTE)
+    times = await _in_a_row(clock, d, 61)
+    assert times[59] == MINUTE and times[60] == MINUTE + 60

@@ -8,11 +8,13 @@ Contract
   *ceiling* of calls used (the count plus a lease, queued when the count passes the ceiling on file or
   a new minute starts, so most calls write nothing; the store coalesces them into its batched write),
   the learned limits and the pause. After a clean stop the exact counts are written. After a crash
-  (``kill -9``) a restart in the minute on file treats that minute as spent; in a later minute the
-  division probes first (one call, then Exact's remaining figures, since calls lost
+  (``kill -9``) the division probes first (one call, then Exact's remaining figures, since calls lost
   since the last flush may lie in this minute); the day counts as used up to the ceiling plus two
-  minutes' allowance (a flush interval may straddle a minute boundary). Whatever may have been lost
-  since the last flush is assumed spent, never granted twice.
+  minutes' allowance (a flush interval may straddle a minute boundary). In the minute on file the
+  count resumes from the ceiling and the division probes first, so the rest of that minute stays
+  useful (without probing, it is spent). Whatever may have been lost since the last flush is assumed
+  spent or confirmed by Exact first, never granted twice.
+- A reloaded policy applies to divisions already tracked from their next request (``Division.apply``).
 - ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts.
 """
 
@@ -49,6 +51,8 @@ class Book:
             rec = self._restored.pop(f"{app}|{division}", None)
             if rec is not None:
                 self._restore(d, rec)
+        elif d.settings is not settings:  # a reload: its limits apply to divisions already tracked
+            d.apply(settings)
         return d
 
     def buckets_for(self, app: str, division: int, endpoint: str | None, settings) -> tuple[ClockLimiter, ...]:
@@ -94,6 +98,7 @@ class Book:
             "minute_start": d.minute_start, "minute_ceiling": d.persisted_minute,
             "day_start": d.day_start, "day_ceiling": d.persisted_day,
             "minute_limit": d.minute_limit, "day_limit": d.day_limit,
+            "learned_minute": d.learned_minute, "learned_day": d.learned_day,
             "paused_until": d.paused_until, "streak": d.streak, "known": d.known, "clean": clean,
             "written_at": self.clock.time()})
 
@@ -104,7 +109,10 @@ class Book:
             clean = bool(rec.get("clean"))
             minute_limit = int(rec.get("minute_limit", d.minute_limit))
             day_limit = min(d.policy_day, int(rec.get("day_limit", d.day_limit)))
+            if d.minute_cap is not None:
+                minute_limit = min(minute_limit, d.minute_cap)
             same_minute = rec.get("minute_start") == d.minute_start
+            can_probe = not d.known  # probing is on in the policy
             if rec.get("day_start") == d.day_start:
                 ceiling = int(rec["day_ceiling"])
                 # after a crash: calls sent since the last flush (at most a second, which may straddle
@@ -112,14 +120,20 @@ class Book:
                 d.day_used = ceiling if clean else min(d.policy_day, ceiling + 2 * minute_limit)
             if same_minute:
                 ceiling = int(rec["minute_ceiling"])
-                d.minute_used = ceiling if clean else max(ceiling, minute_limit)
+                # after a crash the ceiling on file bounds what was sent, but calls since the last flush
+                # may lie beyond it: resume from it and let the probe's answer (Exact's remaining count)
+                # correct it; without probing, the minute is spent
+                d.minute_used = ceiling if clean or can_probe else max(ceiling, minute_limit)
             d.minute_limit, d.day_limit = minute_limit, day_limit
+            d.learned_minute = int(rec["learned_minute"]) if rec.get("learned_minute") else None
+            d.learned_day = int(rec["learned_day"]) if rec.get("learned_day") else None
+            d.pace_tail = int(minute_limit * d.settings.pace)
             d.paused_until = float(rec.get("paused_until", 0.0))
             d.streak = int(rec.get("streak", 0))
-            if clean or same_minute:
+            if clean:
                 d.known = d.known or bool(rec.get("known"))
-            # else: a crash, and this minute is not the one on file; calls lost since the last flush may
-            # lie in it, so the division probes first and adopts what Exact reports for this minute
+            # else: a crash; calls lost since the last flush may lie in this minute, so the division
+            # probes first and adopts what Exact reports for it
         except (KeyError, TypeError, ValueError):
             return
         d.persisted_minute, d.persisted_day = d.minute_used, d.day_used

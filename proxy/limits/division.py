@@ -73,8 +73,15 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 class Division:
     def __init__(self, app: str, division: int, settings, clock) -> None:
         self.app, self.division, self.clock = app, division, clock
+        self.settings = settings
         self.policy_minute, self.policy_day = settings.window_limits(division)
+        self.minute_cap = settings.minute_cap(division)
         self.minute_limit, self.day_limit = self.policy_minute, self.policy_day
+        self.learned_minute: int | None = None   # what Exact's headers said, kept across reloads
+        self.learned_day: int | None = None
+        self.pace_tail = int(self.minute_limit * settings.pace)
+        self.pace_start = self.pace_step = 0.0
+        self.pace_left = 0
         self.minute_start = self.day_start = 0.0
         self.minute_used = self.day_used = 0
         self.paused_until = 0.0
@@ -90,6 +97,22 @@ class Division:
         self.persisted_minute = self.persisted_day = -1
         self.persisted_minute_start: float | None = None
         self.dirty = False  # something besides the counts changed (limits, pause, probe): write it
+
+    def apply(self, settings) -> None:
+        """A reloaded policy: its limits apply from now on, to this division as to new ones. What Exact
+        reported stays: a learned limit is kept where the policy does not cap it lower."""
+        self.settings = settings
+        self.policy_minute, self.policy_day = settings.window_limits(self.division)
+        self.minute_cap = settings.minute_cap(self.division)
+        minute = self.learned_minute if self.learned_minute is not None else self.policy_minute
+        self.minute_limit = min(minute, self.minute_cap) if self.minute_cap is not None else minute
+        day = self.learned_day if self.learned_day is not None else self.policy_day
+        self.day_limit = min(self.policy_day, day)
+        self.pace_tail = int(self.minute_limit * settings.pace)
+        if settings.probe is False:
+            self.known, self.probing = True, False
+        self.dirty = True
+        self.wake()
 
     # -- windows -------------------------------------------------------------------------------------
     def roll(self, now: float) -> None:
@@ -113,10 +136,24 @@ class Division:
             return "probe", math.inf
         if self.minute_used >= self.minute_limit:
             return "minute", self.minute_start + 60
+        left = self.minute_limit - self.minute_used
+        if left <= self.pace_tail:
+            paced = self._paced_at(now, left)
+            if paced > now:
+                return "pace", paced
         for b in buckets:
             if not b.has_capacity():
                 return "bucket", now + b.free_in()
         return None, now
+
+    def _paced_at(self, now: float, left: int) -> float:
+        """When the next call may go, once only ``left`` (<= the pace tail) calls remain in the minute:
+        the tail is spread evenly over what is left of the minute, so a tool reading in a row waits a few
+        seconds at a time instead of up to a minute for the next window; every call still goes in it."""
+        if self.pace_start < self.minute_start or left > self.pace_left:  # the tail starts (again) here
+            self.pace_start, self.pace_left = now, left
+            self.pace_step = (self.minute_start + 60 - now) / left
+        return self.pace_start + (self.pace_left - left) * self.pace_step
 
     def reserve(self, buckets=()) -> None:
         self.minute_used += 1
@@ -294,8 +331,12 @@ class Division:
         m_left = _int(headers.get("X-RateLimit-Minutely-Remaining"))
         m_reset = _int(headers.get("X-RateLimit-Minutely-Reset"))
         if m_limit is not None and 0 < m_limit < 1_000_000:
+            self.learned_minute = m_limit
+            if self.minute_cap is not None:
+                m_limit = min(m_limit, self.minute_cap)
             if m_limit != self.minute_limit:
                 self.dirty = True
+                self.pace_tail = int(m_limit * self.settings.pace)
             self.minute_limit = m_limit
         if m_left is not None and m_left >= 0:
             self.exact_minute_remaining = m_left
@@ -307,6 +348,7 @@ class Division:
         d_limit = _int(headers.get("X-RateLimit-Limit"))
         d_left = _int(headers.get("X-RateLimit-Remaining"))
         if d_limit is not None and 0 < d_limit:
+            self.learned_day = d_limit
             self.day_limit = min(self.policy_day, d_limit)  # the daily header never raises the budget
         if d_left is not None and d_left >= 0:
             self.exact_day_remaining = d_left

@@ -33,12 +33,18 @@ class LimitSettings:
     pause_base: float = 1.0          # upstream 429 without reset or Retry-After: 1, 2, 4 ... seconds
     pause_cap: float = 300.0
     lease: int = 5                   # calls persisted ahead of use (a kill -9 may lose at most this many)
+    pace: float = 0.2                # the last fifth of a minute's calls is spread over the rest of it
     buckets: tuple[Bucket, ...] = ()
     priority: tuple[Match, ...] = ()
 
     def window_limits(self, division: int) -> tuple[int, int]:
         m, d = self.divisions.get(division, (None, None))
         return (m if m is not None else self.minutely), (d if d is not None else self.daily)
+
+    def minute_cap(self, division: int) -> int | None:
+        """A division's own ``minutely`` is a ceiling that Exact's headers never raise; the global one is
+        only the starting assumption (Exact may report a higher limit for the app)."""
+        return self.divisions.get(division, (None, None))[0]
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ def read_limits(r) -> LimitSettings:
         pause_base=r.number("pause_base", d.pause_base, minimum=0.01),
         pause_cap=r.number("pause_cap", d.pause_cap, minimum=0.01),
         lease=r.integer("lease", d.lease, minimum=1, maximum=1000),
+        pace=r.number("pace", d.pace, minimum=0, maximum=1),
         buckets=tuple(buckets),
         priority=priority,
     )
