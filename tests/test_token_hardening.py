@@ -86,7 +86,7 @@ async def test_one_app_spelled_two_ways_is_one_chain(emulator, start_proxy):
 
 
 async def test_two_spellings_and_an_unbrokered_token_share_one_call_budget(emulator, start_proxy):
-    clock, emu, proxy, base = await brokered(emulator, start_proxy, "limits: {max_wait: 0}\n")
+    clock, emu, proxy, base = await brokered(emulator, start_proxy, "limits: {max_wait: 0, pace: 0}\n")
     async with aiohttp.ClientSession() as s:
         ours = (await authorize(s, base, client_id=BRACED))["access_token"]
         unbrokered = emu.state.issue_tokens(GUID.upper(), "user-2")["access_token"]  # got elsewhere
@@ -166,7 +166,7 @@ async def test_errors_on_current_me_have_a_budget(emulator, start_proxy):
 async def test_a_queued_call_leaves_with_a_fresh_token(emulator, start_proxy):
     clock = ManualClock(start=START - START % 60 + 60)  # a whole minute
     emu = await emulator(EMU, clock=clock)
-    proxy = await start_proxy(emu.base, clock=clock)
+    proxy = await start_proxy(emu.base, "limits: {pace: 0}\n", clock=clock)  # 60 at once, then a queue
     base = proxy.url("default")
     async with aiohttp.ClientSession() as s:
         tok = await authorize(s, base)

@@ -7,10 +7,12 @@ Contract, for API calls whose Bearer token belongs to a known chain (``ctx.chain
   expires within a second, was rotated away, or that Exact already refused, while
   ``tokens.substitute_expired`` is on: the chain's current token replaces it (refreshed first when
   needed, once for all waiting calls). Only ever within the same chain.
-- When no valid token can be had, the call is not sent: a chain that needs a new authorization gets a
-  local 401 in Exact's envelope saying so, after ``tokens.loop_delay`` seconds (a tool that refreshes
-  after every 401 is slowed to about a request a second); a refresh that Exact cannot give now gets the
-  broker's 429 or 503 with ``Retry-After``.
+- When no valid token can be had, the call is not sent, and the answer comes after
+  ``tokens.loop_delay`` seconds when the chain needs a person (a tool that refreshes after every 401
+  slows to about a request a second): a chain whose refresh token Exact refused gets a local 401 in
+  Exact's envelope saying a person must authorize again; a chain whose access token Exact refused
+  gets 503 with ``Retry-After`` until Exact allows the new token the proxy will then ask for; a
+  refresh that Exact cannot give now gets the broker's 429 or 503 with ``Retry-After``.
 - On the way back: Exact's 401 to the chain's current access token tells the broker
   (``TokenBroker.rejected``), so the next refresh goes upstream instead of handing out the same token.
 """
@@ -54,15 +56,20 @@ class TokenFresh:
 
     async def _refuse(self, ctx, chain, answer, settings):
         if answer.reauth:
-            ctx.decide(f"refused (chain {chain.id} needs a new authorization)")
             if settings.loop_delay:
                 await asyncio.sleep(settings.loop_delay)  # real time: it slows a real tool's loop
-            return exact_error(401, f"exact-proxy: token chain {chain.id} of app {chain.client_id} needs a new "
-                               f"authorization by a person ({chain.needs_reauth}); the call was not sent",
-                               {"Reason": "Unauthorized"})
+            if answer.status == 429:  # the proxy tries Exact again when it allows a new token
+                ctx.decide(f"refused (Exact refused chain {chain.id}'s token; retry after "
+                           f"{answer.headers.get('Retry-After')} s)")
+                return exact_error(503, f"Exact refused the access token of chain {chain.id} (401); the proxy "
+                                   f"asks Exact for a new one when it allows, in {answer.headers.get('Retry-After')} "
+                                   "s; the call was not sent", {"Retry-After": answer.headers.get("Retry-After", "5")})
+            ctx.decide(f"refused (chain {chain.id} needs a new authorization)")
+            return exact_error(401, f"token chain {chain.id} of app {chain.client_id} needs a new authorization by "
+                               f"a person ({chain.needs_reauth}); the call was not sent", {"Reason": "Unauthorized"})
         status = answer.status if answer.status in (429, 503) else 503
         wait = answer.headers.get("Retry-After", "5")
         ctx.decide(f"refused (no valid token for chain {chain.id}: {answer.decision})")
-        return exact_error(status, f"exact-proxy: no valid access token for chain {chain.id} can be had now "
+        return exact_error(status, f"no valid access token for chain {chain.id} can be had now "
                            f"({answer.body.get('error_description', answer.decision)}); the call was not sent",
                            {"Retry-After": wait})

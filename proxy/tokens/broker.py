@@ -8,7 +8,8 @@ Contract
 - ``exchange_code`` sends an authorization-code exchange once (codes are single use) and starts a chain
   from a successful answer.
 - ``refresh`` serves a refresh request: from the chain while its access token has more than
-  ``refresh_margin`` seconds left, or while Exact would refuse a new token anyway (less than
+  ``refresh_margin`` seconds left (30 = 600 - 570: from when Exact allows a new token, a refresh gets
+  one, as it would from Exact), or while Exact would refuse a new token anyway (less than
   ``min_refresh_interval`` since the last one, or a TooEarly pause); otherwise by one upstream refresh.
   Any earlier refresh token of the chain, within ``old_token_window``, is served the same way. A refresh
   token the proxy never saw is sent once and adopted as a chain.
@@ -386,6 +387,17 @@ class TokenBroker:
         return self._reauth_answer(chain)
 
     def _reauth_answer(self, chain: Chain) -> TokenAnswer:
+        """A chain that needs a person: Exact's final ``invalid_grant`` when its refresh token was refused;
+        while the proxy will still try Exact once more (its access token was refused), a 429 with
+        ``Retry-After`` until then, so a tool's next run after that works again."""
+        now = self.clock.time()
+        if chain.reauth_retry_at > now:
+            wait = int(chain.reauth_retry_at - now) + 1
+            return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact refused the access token of "
+                               f"chain {chain.id} (401); the proxy asks Exact for a new one in {wait} s. "
+                               + self.reauth_text(chain)), {"Retry-After": str(wait)},
+                               f"refused (Exact refused chain {chain.id}'s token; new one in {wait} s)",
+                               reauth=True)
         return TokenAnswer(400, oauth_error("invalid_grant", self.reauth_text(chain)), {},
                            "refused (chain needs a new authorization)", reauth=True)
 
