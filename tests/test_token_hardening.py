@@ -304,3 +304,20 @@ async def test_a_known_token_is_masked_in_a_path_segment(emulator, start_proxy, 
     assert "/api/v1/current/" in logged
     assert tok["access_token"] not in logged and tok["refresh_token"] not in logged
     assert tok["refresh_token"].split("!", 1)[1] not in logged
+
+
+async def test_an_outage_that_ends_is_noticed_by_a_test_call(emulator, start_proxy):
+    """Exact answered 401 to everything for a while; the chain's token is good again afterwards."""
+    clock, emu, proxy, base = await brokered(emulator, start_proxy, "tokens: {loop_delay: 0}\n")
+    async with aiohttp.ClientSession() as s:
+        tok = await authorize(s, base)
+        emu.state.set_unauthorized(True)
+        assert await get(s, base, "/api/v1/current/Me", tok["access_token"]) == 401
+        emu.state.set_unauthorized(False)
+        assert await get(s, base, "/api/v1/current/Me", tok["access_token"]) == 503  # not yet tested again
+        await clock.advance(6)
+        assert await get(s, base, "/api/v1/current/Me", tok["access_token"]) == 200  # the test call
+        assert await get(s, base, ACCOUNTS, tok["access_token"]) == 200
+    assert not proxy.services.tokens.snapshot()[0]["needs_reauth"]
+    assert emu.state.count(endpoint="current/me", outcome="unauthorized_phase") == 1
+    assert token_calls(emu) == 1  # no refresh was needed

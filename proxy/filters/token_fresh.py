@@ -14,7 +14,8 @@ Contract, for API calls whose Bearer token belongs to a known chain (``ctx.chain
   gets 503 with ``Retry-After`` until Exact allows the new token the proxy will then ask for; a
   refresh that Exact cannot give now gets the broker's 429 or 503 with ``Retry-After``.
 - On the way back: Exact's 401 to the chain's current access token tells the broker
-  (``TokenBroker.rejected``), so the next refresh goes upstream instead of handing out the same token.
+  (``TokenBroker.rejected``), so the next refresh goes upstream instead of handing out the same token;
+  any other answer to a refused token (a test call, ``probe_due``) tells it Exact takes it again.
 """
 
 from __future__ import annotations
@@ -42,16 +43,22 @@ class TokenFresh:
         if chain.needs_reauth or (stale and settings.substitute_expired):
             upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
             answer = await broker.fresh_access(chain, upstream, settings)
-            if answer.status != 200:
+            if answer.status != 200 and not (token == chain.access_token and broker.probe_due(chain)):
                 return ctx.answer(self.name, await self._refuse(ctx, chain, answer, settings))
+            if answer.status != 200:
+                ctx.decide(f"sent to test chain {chain.id}'s refused token")
             if chain.access_token != token:
                 token = chain.access_token
                 ctx.header_changes["Authorization"] = f"Bearer {token}"
                 ctx.decide(f"token substituted (chain {chain.id})")
         reply = await call_next(ctx)
-        if reply.status == 401 and not reply.local and ctx.upstream_failure is None and \
-                broker.rejected(chain, token):
-            ctx.decide(f"Exact refused the current token of chain {chain.id}")
+        if reply.local or ctx.upstream_failure is not None:
+            return reply
+        if reply.status == 401:
+            if broker.rejected(chain, token):
+                ctx.decide(f"Exact refused the current token of chain {chain.id}")
+        elif chain.rejected_at and token == chain.access_token:
+            broker.accepted(chain)
         return reply
 
     async def _refuse(self, ctx, chain, answer, settings):

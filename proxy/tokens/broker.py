@@ -24,8 +24,10 @@ Contract
   current access token. The next refresh goes upstream as soon as Exact allows one; when it cannot (too
   early, budget spent) or Exact refuses it, the chain is marked ``needs_reauth``: an ERROR in the log,
   the status page and a metric. Such a chain is tried upstream again once Exact would allow it
-  (``reauth_retry_at``) unless its refresh token itself was refused. Answers for a chain that needs a
-  person carry ``reauth`` so the filters can slow a looping tool down.
+  (``reauth_retry_at``) unless its refresh token itself was refused; until then a handful of calls
+  (``probe_due``: after 5, 20, 80 and 320 s) test the refused token, and ``accepted`` ends it all
+  when Exact takes the token again (an outage that ended). Answers for a chain that needs a person
+  carry ``reauth`` so the filters can slow a looping tool down.
 - ``fresh_access(chain)`` returns a valid access token for a chain, refreshing first when needed (used
   right before an API call is sent).
 - Every token and secret the broker sees is registered with ``redact.remember_secret``; chains are
@@ -51,6 +53,7 @@ from .sealing import Sealer, fingerprint
 
 log = logging.getLogger("exact_proxy.tokens")
 
+PROBE_FIRST, PROBES = 5.0, 4  # after a 401, a call tests the token again after 5, 20, 80, 320 s
 NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
@@ -279,12 +282,36 @@ class TokenBroker:
             return False
         now = self.clock.time()
         chain.rejected_at = now
+        chain.probes, chain.next_probe_at = 0, now + PROBE_FIRST
         self._save(chain)
         allowed = max(chain.issued_at + self.services.policy.tokens.min_refresh_interval, chain.paused_until)
         log.warning("Exact refused the current access token of chain %s (app %s, user %s) with 401: the next "
                     "refresh goes to Exact %s", chain.id, chain.client_id, chain.user or "?",
                     "now" if allowed <= now else f"when it allows one, at {_utc(allowed)}")
         return True
+
+    def probe_due(self, chain: Chain) -> bool:
+        """While Exact refuses a chain's access token and allows no new one yet: True (once) when one
+        call may go with it anyway to see whether Exact takes it again (an outage that ended), after
+        5 s, then 20, 80, 320 s: a handful of errors at most, well inside the error budget."""
+        if not chain.rejected_at or chain.rejected_at < chain.issued_at:
+            return False
+        now = self.clock.time()
+        if now < chain.next_probe_at or chain.probes >= PROBES:
+            return False
+        chain.probes += 1
+        chain.next_probe_at = now + PROBE_FIRST * 4 ** chain.probes
+        return True
+
+    def accepted(self, chain: Chain) -> None:
+        """Exact answered a call with the chain's current access token, not with 401: it takes it again."""
+        if chain.rejected_at and chain.rejected_at >= chain.issued_at:
+            chain.rejected_at = chain.next_probe_at = 0.0
+            chain.probes = 0
+            if chain.reauth_retry_at:  # the proxy's own verdict, not Exact's refusal of the refresh token
+                chain.needs_reauth, chain.reauth_retry_at = None, 0.0
+            self._save(chain)
+            log.info("Exact accepts the access token of chain %s (app %s) again", chain.id, chain.client_id)
 
     async def serve(self, chain: Chain, upstream, settings, margin: float | None = None) -> TokenAnswer:
         margin = settings.refresh_margin if margin is None else margin

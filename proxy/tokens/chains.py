@@ -41,6 +41,8 @@ class Chain:
     last_used_at: float = 0.0
     rejected_at: float = 0.0             # when Exact last answered 401 to the current access token
     reauth_retry_at: float = 0.0         # needs_reauth, but Exact may be tried once more from then (0: never)
+    next_probe_at: float = 0.0           # after a 401: when one call may test the token again
+    probes: int = 0                      # calls sent as such tests since the 401
 
     @property
     def key(self) -> tuple[str, str]:
@@ -56,7 +58,8 @@ class Chain:
         self.issued_at = now
         self.needs_reauth = None
         self.paused_until = 0.0
-        self.rejected_at = self.reauth_retry_at = 0.0
+        self.rejected_at = self.reauth_retry_at = self.next_probe_at = 0.0
+        self.probes = 0
 
     def forget_older_than(self, cutoff: float) -> None:
         self.old_refresh = {k: t for k, t in self.old_refresh.items() if t >= cutoff}
