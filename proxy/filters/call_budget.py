@@ -2,7 +2,9 @@
 
 Contract, for requests with a division (``current/Me`` and token calls pass untouched):
 - A call is reserved in its app and division's windows before it is forwarded; when there is no room,
-  the request waits in the division's FIFO (priority rules go first) for at most ``limits.max_wait``.
+  the request waits in the division's FIFO (priority rules go first) for at most ``limits.max_wait``,
+  or the ``max_wait`` of the first ``limits.tools`` rule that matches it, and never longer than its
+  tool was seen to wait before it gave up (``proxy.limits.patience``, learned from abandoned calls).
 - A request that cannot be served in time, or whose daily budget is spent, gets a local 429 at once
   with ``Retry-After`` and the matching ``X-RateLimit-*`` headers (reset in epoch ms), in Exact's error
   envelope naming the cause. Never a 401.
@@ -16,12 +18,14 @@ Contract, for requests with a division (``current/Me`` and token calls pass unto
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from ..errors import exact_error
 from ..limits.book import Book
 from ..limits.division import Refusal
+from ..limits.patience import Patience
 
 log = logging.getLogger("exact_proxy.budget")
 
@@ -38,6 +42,7 @@ class CallBudget:
     def __init__(self, services) -> None:
         self.services = services
         self.book = Book(services.clock)
+        self.patience = Patience()
 
     async def load(self, store) -> None:
         await self.book.load(store)
@@ -52,6 +57,24 @@ class CallBudget:
     def metric_rows(self):
         return self.book.metric_rows()
 
+    @staticmethod
+    def _tool(ctx) -> tuple[str, str]:
+        return ctx.listener.name, ctx.request.headers.get("User-Agent", "")
+
+    def _max_wait(self, ctx, settings) -> tuple[float, str]:
+        """How long this call may wait: the first ``limits.tools`` rule that matches, else ``max_wait``;
+        never longer than the tool was seen to wait before giving up."""
+        wait, why = settings.max_wait, "max_wait"
+        for rule in settings.tools:
+            if rule.match.matches(ctx.listener.name, ctx.request.headers):
+                wait, why = rule.max_wait, "the tool's max_wait"
+                break
+        if settings.learn_patience:
+            learned = self.patience.limit(self._tool(ctx))
+            if learned is not None and learned < wait:
+                wait, why = learned, "the tool's patience, learned from the calls it abandoned"
+        return wait, why
+
     def _rank(self, ctx, settings) -> int:
         for match in settings.priority:
             if match.matches(ctx.listener.name, ctx.request.headers):
@@ -65,13 +88,22 @@ class CallBudget:
             return await call_next(ctx)
         div = self.book.division(cls.app, cls.division, settings)
         buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
-        deadline = self.services.clock.time() + settings.max_wait
+        arrived = self.services.clock.time()
+        deadline = arrived + settings.max_wait
         rank = -1  # looked up when the call has to wait
         while True:
             if not div.acquire_now(buckets):
                 if rank < 0:
                     rank = self._rank(ctx, settings)
-                got = await div.acquire(rank, deadline, buckets)
+                    max_wait, why = self._max_wait(ctx, settings)
+                    deadline = arrived + max_wait
+                    ctx.extra["max_wait"] = (max_wait, why)
+                try:
+                    got = await div.acquire(rank, deadline, buckets)
+                except asyncio.CancelledError:  # the tool gave up while its call waited
+                    if settings.learn_patience:
+                        self.patience.observe(self._tool(ctx), self.services.clock.time() - arrived)
+                    raise
                 if isinstance(got, Refusal):
                     return ctx.answer(self.name, self._refuse(ctx, got, div))
                 if got > 0:
@@ -114,11 +146,10 @@ class CallBudget:
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "
                     f"({div.day_used}/{div.day_limit}); it resets at {_iso(refusal.retry_at)}")
         else:
-            ctx.decide(f"refused (max_wait {ctx.policy.limits.max_wait:g} s) retry after "
-                       f"{refusal.headers['Retry-After']} s")
-            text = (f"division {cls.division} of app {cls.app} cannot be served within max_wait "
-                    f"({ctx.policy.limits.max_wait:g} s): its calls are queued; retry after "
-                    f"{refusal.headers['Retry-After']} s")
+            wait, why = ctx.extra.get("max_wait", (ctx.policy.limits.max_wait, "max_wait"))
+            ctx.decide(f"refused (max_wait {wait:g} s) retry after {refusal.headers['Retry-After']} s")
+            text = (f"division {cls.division} of app {cls.app} cannot be served within {wait:g} s ({why}): "
+                    f"its calls are queued; retry after {refusal.headers['Retry-After']} s")
         return exact_error(429, text, refusal.headers)
 
 

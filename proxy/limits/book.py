@@ -25,6 +25,7 @@ import time
 
 from .buckets import ClockLimiter
 from .division import Division
+from .turns import Turns
 
 NAMESPACE = "windows"
 
@@ -42,12 +43,14 @@ class Book:
         self.buckets: dict[tuple, ClockLimiter] = {}
         self.store = None
         self._restored: dict[str, dict] = {}
+        self.turns = Turns()
 
     def division(self, app: str, division: int, settings) -> Division:
         key = (app, division)
         d = self.divisions.get(key)
         if d is None:
             d = self.divisions[key] = Division(app, division, settings, self.clock)
+            d.turns = self.turns
             rec = self._restored.pop(f"{app}|{division}", None)
             if rec is not None:
                 self._restore(d, rec)

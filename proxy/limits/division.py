@@ -7,7 +7,8 @@ Contract (all times are ``clock.time()`` epoch seconds):
 - **Queue.** Requests that cannot go now wait in one FIFO per division; a higher ``rank`` (a priority
   rule) goes ahead. A pump admits waiters as capacity frees; a waiter held back only by its own token
   bucket keeps its place while later ones with capacity pass. A cancelled waiter (the tool went away)
-  leaves the queue and consumes nothing.
+  leaves the queue and consumes nothing. With ``turns`` set, all pumps together release at most so
+  many waiters per event-loop iteration (``proxy.limits.turns``).
 - **Bounded waits.** ``acquire`` answers ``Refusal`` at once when the daily budget is spent or the
   estimated wait exceeds the deadline, and later when a waiter's deadline passes in the queue.
 - **Probe.** A division never seen sends one call first; the queue opens when its answer came back.
@@ -25,6 +26,8 @@ import email.utils
 import itertools
 import math
 from dataclasses import dataclass, field
+
+from .turns import Turns
 
 _seq = itertools.count()
 
@@ -94,6 +97,7 @@ class Division:
         self.waiters: list[Waiter] | tuple[()] = ()
         self.changed: asyncio.Event | None = None
         self.pump: asyncio.Task | None = None
+        self.turns: Turns | None = None  # shared with every division: releases per loop iteration
         self.persisted_minute = self.persisted_day = -1
         self.persisted_minute_start: float | None = None
         self.dirty = False  # something besides the counts changed (limits, pause, probe): write it
@@ -267,13 +271,18 @@ class Division:
                 break
             wake = math.inf
             remaining: list[Waiter] = []
-            window_full = False
+            window_full = out_of_turns = False
+            turns = self.turns
             for w in self.waiters:  # admit everyone who can go now, in order, in one pass
-                if window_full:
+                if window_full or out_of_turns:
                     remaining.append(w)
                     continue
                 reason, until = self.blocked_until(now, w.buckets)
                 if reason is None:
+                    if turns is not None and not turns.take():
+                        out_of_turns = True  # the rest of this pass waits for a later loop iteration
+                        remaining.append(w)
+                        continue
                     self.reserve(w.buckets)
                     w.fut.set_result("ok")
                     continue
@@ -287,6 +296,9 @@ class Division:
             self.waiters = remaining
             if not self.waiters:
                 break
+            if out_of_turns:
+                await self.turns.wait()  # type: ignore[union-attr]
+                continue
             wake = min(wake, min(w.deadline for w in self.waiters))
             await self._wait(wake)
 

@@ -1,8 +1,8 @@
 """The ``limits:`` and ``retry:`` sections of policies.yaml.
 
 ``limits`` mirrors Exact's windows per app and division (60 a minute, 5000 a day unless a division says
-otherwise), bounds how long a request may wait, adds optional token buckets per division and/or
-endpoint, and names the requests that go first. ``retry`` says how transient faults are retried.
+otherwise), bounds how long a request may wait (per tool too), adds optional token buckets per
+division and/or endpoint, and names the requests that go first. ``retry`` says how transient faults are retried.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class ToolWait:
+    match: Match
+    max_wait: float
+
+
+@dataclass(frozen=True)
 class LimitSettings:
     enabled: bool = True
     minutely: int = 60
@@ -36,6 +42,8 @@ class LimitSettings:
     pace: float = 0.2                # the last fifth of a minute's calls is spread over the rest of it
     buckets: tuple[Bucket, ...] = ()
     priority: tuple[Match, ...] = ()
+    tools: tuple[ToolWait, ...] = ()     # max_wait per tool (the first rule that matches)
+    learn_patience: bool = True          # wait no longer than a tool was seen to give up after
 
     def window_limits(self, division: int) -> tuple[int, int]:
         m, d = self.divisions.get(division, (None, None))
@@ -81,6 +89,12 @@ def read_limits(r) -> LimitSettings:
             continue
         buckets.append(Bucket(div, ep.lower().strip("/") if ep else None, rate, per, burst))
     priority = tuple(read_match(pr) for pr in r.sequence("priority") or [])
+    tools = []
+    for tr in r.sequence("tools") or []:
+        match = read_match(tr.mapping("match"))
+        wait = tr.number("max_wait", d.max_wait, minimum=0)
+        tr.finish()
+        tools.append(ToolWait(match, wait))
     s = LimitSettings(
         enabled=r.boolean("enabled", d.enabled),
         minutely=r.integer("minutely", d.minutely, minimum=1),
@@ -95,6 +109,8 @@ def read_limits(r) -> LimitSettings:
         pace=r.number("pace", d.pace, minimum=0, maximum=1),
         buckets=tuple(buckets),
         priority=priority,
+        tools=tuple(tools),
+        learn_patience=r.boolean("learn_patience", d.learn_patience),
     )
     r.finish()
     return s
