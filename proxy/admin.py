@@ -2,7 +2,8 @@
 
 Contract
 - ``/_proxy/health``: 200 ``{"status":"ok",…}`` while the proxy serves (the Docker HEALTHCHECK), or 503
-  ``{"status":"degraded",…}`` naming the reason (the state store cannot write).
+  ``{"status":"degraded",…}`` naming the reason (the state store cannot write: its ``problem``, such
+  as a full disk or a state file deleted under the running proxy).
 - ``/_proxy/status``: a JSON snapshot: policy, listeners, state store, counts of what was answered
   locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
   error counts, token chains). ``exact-proxy status`` renders it.
@@ -48,7 +49,9 @@ def health(services) -> tuple[int, dict]:
         "state": store,
     }
     if not store["healthy"]:
-        body["reason"] = "the state store cannot write; counters are kept in memory only"
+        cause = getattr(services.store, "problem", None)
+        body["reason"] = (f"{cause}; " if cause else "") + ("the state store cannot write; counters are kept "
+                                                             "in memory only")
     return (200 if store["healthy"] else 503), body
 
 

@@ -7,8 +7,9 @@ Contract (every implementation; filters only ever see this):
 - ``await load(namespace) -> dict`` and ``await get(namespace, key, default)`` read the in-memory view,
   so pending writes are visible at once.
 - ``await flush()`` writes everything pending now (after a token rotation, a lost write is a lost chain).
-- ``healthy`` is False while writes fail; the view in memory keeps serving. ``describe()`` names the
-  backend for status pages. ``open()`` / ``close()`` bracket its life; ``close()`` flushes.
+- ``healthy`` is False while writes fail; the view in memory keeps serving, and ``problem`` says why
+  in words (None while healthy). ``describe()`` names the backend for status pages. ``open()`` /
+  ``close()`` bracket its life; ``close()`` flushes.
 A Redis implementation fills the same five calls without touching any filter.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 class Store(abc.ABC):
     healthy: bool = True
+    problem: str | None = None
 
     def __init__(self) -> None:
         self._view: dict[str, dict[str, Any]] = {}

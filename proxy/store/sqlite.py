@@ -9,6 +9,13 @@ Contract (beyond ``base.Store``):
   ERROR line, and a fresh file is started: the proxy never refuses to start over its own state.
 - A directory that cannot be written (read-only, full, gone): the store keeps serving from memory,
   ``healthy`` turns False, one ERROR line says why, and every later flush tries again.
+- A lost file: every flush (so at least every ``flush_interval``, also when nothing is pending) checks
+  that the path still names the file the store has open (``sqlite_file.Identity``). When it was deleted,
+  moved away or replaced (or its ``-wal``/``-shm`` was deleted), one ERROR line says so, ``healthy``
+  turns False and ``problem`` names the cause, a file now at the path that is not ours is moved aside to
+  ``<name>.replaced-<time>``, and everything the store holds (its whole view: counters, pauses, error
+  counts, token chains) is written to a new file. ``healthy`` returns once the new file holds it all.
+- ``problem`` is None while healthy, else the reason in words (for ``/_proxy/health``).
 """
 
 from __future__ import annotations
@@ -17,14 +24,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
-import stat
-import time
 from typing import Any
 
 import aiosqlite
 
+from . import sqlite_file
 from .base import Store
 
 log = logging.getLogger("exact_proxy.store")
@@ -40,11 +45,23 @@ class SqliteStore(Store):
         self.clock = clock
         self.flush_interval = flush_interval
         self._db: aiosqlite.Connection | None = None
+        self._identity: sqlite_file.Identity | None = None
         self._pending: dict[tuple[str, str], Any] = {}
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
-        self._failure: str | None = None
+        self._failure: str | None = None  # why the last write failed
+        self._lost: str | None = None     # why the file we wrote is gone, until a new one holds everything
+        self._closed = False
         self.healthy = True
+
+    @property
+    def problem(self) -> str | None:
+        if self.healthy:
+            return None
+        parts = [p for p in (self._lost, self._failure and f"cannot write: {self._failure}") if p]
+        if self._pending:
+            parts.append(f"{len(self._pending)} changes wait to be written")
+        return "; ".join(parts) or None
 
     # -- life --------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -58,19 +75,20 @@ class SqliteStore(Store):
                 await self._task
             self._task = None
         await self.flush()
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self._db.close()
-            self._db = None
+        if self._pending:
+            log.error("state file %s: %d changes could not be written and are lost with this stop (%s)",
+                      self.path, len(self._pending), self._failure)
+        await self._disconnect()
+        self._closed = True
 
     def describe(self) -> str:
         if self._db is None:
-            return f"memory only: cannot write {self.path} ({self._failure})"
-        return f"sqlite {self.path} (WAL)" + ("" if self.healthy else f", NOT WRITING: {self._failure}")
+            return f"memory only: cannot write {self.path} ({self.problem})"
+        return f"sqlite {self.path} (WAL)" + ("" if self.healthy else f", NOT WRITING: {self.problem}")
 
     async def _connect(self, load: bool) -> bool:
         try:
-            self._prepare_file()
+            sqlite_file.prepare(self.path)
             db = await aiosqlite.connect(self.path, timeout=5)
             try:
                 await db.execute("PRAGMA journal_mode=WAL")
@@ -82,47 +100,29 @@ class SqliteStore(Store):
                 await db.close()
                 if isinstance(exc, sqlite3.OperationalError) and not _is_corruption(exc):
                     raise
-                self._move_aside(exc)
+                aside = sqlite_file.move_aside(self.path, "corrupt")
+                log.error("state file %s cannot be read (%s); moved aside to %s and starting a fresh one",
+                          self.path, exc, aside)
                 return await self._connect(load)
         except (OSError, sqlite3.Error) as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
             return False
         self._db = db
-        self._tighten_companions()
+        sqlite_file.tighten_companions(self.path)
+        self._identity = sqlite_file.Identity.of(self.path)
         if load:
             for ns, key, value in rows:
                 try:
                     self._view.setdefault(ns, {}).setdefault(key, json.loads(value))
                 except ValueError:
                     log.error("state %s/%s in %s is not JSON and is ignored", ns, key, self.path)
-        if self._failure is not None:
-            log.warning("state file %s is writable again", self.path)
-        self._failure, self.healthy = None, True
         return True
 
-    def _prepare_file(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        if not os.path.exists(self.path):
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        mode = stat.S_IMODE(os.stat(self.path).st_mode)
-        if mode & 0o077:
-            log.warning("state file %s was readable by others (mode %o); now owner only", self.path, mode)
-            os.chmod(self.path, 0o600)
-
-    def _tighten_companions(self) -> None:
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.chmod(self.path + suffix, 0o600)
-
-    def _move_aside(self, exc: Exception) -> None:
-        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        log.error("state file %s cannot be read (%s); moved aside to %s and starting a fresh one",
-                  self.path, exc, aside)
-        os.replace(self.path, aside)
-        for suffix in ("-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.replace(self.path + suffix, aside + suffix)
+    async def _disconnect(self) -> None:
+        db, self._db, self._identity = self._db, None, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.close()
 
     def _fail(self, reason: str) -> None:
         if reason != self._failure:
@@ -130,13 +130,37 @@ class SqliteStore(Store):
                       "would forget them; fix the state directory or state.path", self.path, reason)
         self._failure, self.healthy = reason, False
 
+    # -- a lost file ---------------------------------------------------------------------------------
+    async def _check_file(self) -> None:
+        why = self._identity.lost() if self._identity is not None else None
+        if why is None:
+            return
+        self._lost = f"state file {self.path}: {why} under the running proxy"
+        entries = sum(len(v) for v in self._view.values())
+        log.error("%s; its counters and token chains would be gone at the next start: writing the whole "
+                  "current state (%d entries) to a new file", self._lost, entries)
+        self.healthy = False
+        foreign = self._identity.foreign()
+        if foreign:  # before our connection closes: SQLite removes -wal and -shm by name when it does
+            with contextlib.suppress(OSError):
+                aside = sqlite_file.move_aside(self.path, "replaced", only=foreign)
+                log.error("state file %s: the file found there instead is kept as %s", self.path, aside)
+        await self._disconnect()
+        rebuild = {(ns, key): v for ns, values in self._view.items() for key, v in values.items()}
+        rebuild.update({k: None for k, v in self._pending.items() if v is None})  # deletes not yet written
+        self._pending = rebuild
+
     # -- writes ------------------------------------------------------------------------------------
     def _queued(self, namespace: str, key: str, value: Any) -> None:
         self._pending[(namespace, key)] = value
 
     async def flush(self) -> None:
         async with self._lock:
-            if not self._pending:
+            if self._closed:
+                return
+            if self._db is not None:
+                await self._check_file()
+            if not self._pending and self._db is not None:
                 return
             if self._db is None and not await self._connect(load=False):
                 return
@@ -161,9 +185,16 @@ class SqliteStore(Store):
                     self._pending.setdefault(k, v)
                 self._fail(f"{type(exc).__name__}: {exc}")
                 return
-            if self._failure is not None:
-                log.warning("state file %s is writable again", self.path)
-                self._failure, self.healthy = None, True
+            if not self.healthy:  # changes that came in meanwhile go next time, like any others
+                self._recovered()
+
+    def _recovered(self) -> None:
+        if self._lost is not None:
+            log.warning("%s: a new file now holds the whole state (%d entries)", self._lost,
+                        sum(len(v) for v in self._view.values()))
+        elif self._failure is not None:
+            log.warning("state file %s is writable again: every change that waited is written", self.path)
+        self._failure, self._lost, self.healthy = None, None, True
 
     async def _flusher(self) -> None:
         while True:
