@@ -7,8 +7,10 @@ Contract (beyond ``base.Store``):
   ``flush_interval`` seconds. After ``kill -9`` the file opens cleanly (WAL) and holds every flushed batch.
 - A file that is not a database, or is damaged, is moved aside to ``<name>.corrupt-<time>`` with an
   ERROR line, and a fresh file is started: the proxy never refuses to start over its own state.
-- A directory that cannot be written (read-only, full, gone): the store keeps serving from memory,
-  ``healthy`` turns False, one ERROR line says why, and every later flush tries again.
+- A directory that cannot be written (read-only, gone): the store keeps serving from memory, ``healthy``
+  turns False, one ERROR line says why, and every later flush tries again.
+- A full disk: whatever fits is written at once, the rest stays pending and is retried at every flush
+  (``fit.write_what_fits``); ``healthy`` is False until nothing is left waiting.
 - A lost file: every flush (so at least every ``flush_interval``, also when nothing is pending) checks
   that the path still names the file the store has open (``sqlite_file.Identity``). When it was deleted,
   moved away or replaced (or its ``-wal``/``-shm`` was deleted), one ERROR line says so, ``healthy``
@@ -31,6 +33,7 @@ import aiosqlite
 
 from . import sqlite_file
 from .base import Store
+from .fit import write_what_fits
 
 log = logging.getLogger("exact_proxy.store")
 
@@ -165,25 +168,11 @@ class SqliteStore(Store):
             if self._db is None and not await self._connect(load=False):
                 return
             batch, self._pending = self._pending, {}
-            now = self.clock.time()
-            upserts = [(ns, key, json.dumps(v, separators=(",", ":")), now)
-                       for (ns, key), v in batch.items() if v is not None]
-            deletes = [(ns, key) for (ns, key), v in batch.items() if v is None]
-            try:
-                if upserts:
-                    await self._db.executemany("INSERT INTO state (namespace, key, value, updated_at) "
-                                               "VALUES (?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE "
-                                               "SET value = excluded.value, updated_at = excluded.updated_at",
-                                               upserts)
-                if deletes:
-                    await self._db.executemany("DELETE FROM state WHERE namespace = ? AND key = ?", deletes)
-                await self._db.commit()
-            except (OSError, sqlite3.Error, ValueError) as exc:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await self._db.rollback()
-                for k, v in batch.items():  # keep newer pending values; retry the rest next time
-                    self._pending.setdefault(k, v)
-                self._fail(f"{type(exc).__name__}: {exc}")
+            left, error = await write_what_fits(self._db, batch, self.clock.time())
+            for k, v in left.items():  # keep newer pending values; retry the rest next time
+                self._pending.setdefault(k, v)
+            if error is not None:
+                self._fail(f"{type(error).__name__}: {error}")
                 return
             if not self.healthy:  # changes that came in meanwhile go next time, like any others
                 self._recovered()
