@@ -5,7 +5,9 @@ Contract
   again (after a policy reload) replaces the handlers. Request lines reach the streams at the end of
   the event loop's turn in which they were logged (one write for all of them), other lines at once;
   the order is always the order of logging, and streams are flushed (a system call) once per turn. The
-  file, when configured, is rotated by size (``max_bytes``, ``backups``).
+  file, when configured, is rotated by size (``max_bytes``, ``backups``). It is readable by its owner
+  only (0600), like the state file: created so, whatever the umask, and so is every file a rotation
+  starts; a file found readable by others is tightened, with a WARNING.
 - Request lines (``log_access(fields)``) are rendered once by the configured formatter and queued on
   each handler with the other lines: no ``LogRecord``, no handler filters, no per-handler formatting
   (that machinery cost 40 us a request line). In text they read
@@ -24,6 +26,7 @@ import json
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import time
 from typing import Any
@@ -213,11 +216,25 @@ class SizeRotatingFileHandler(_LineBuffer, logging.handlers.RotatingFileHandler)
     file is rolled over before the line that would take it past ``max_bytes``."""
 
     def __init__(self, filename: str, max_bytes: int, backups: int) -> None:
+        self.loosened: int | None = None  # the mode of a file found readable by others (then tightened)
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         try:
             self._written = os.path.getsize(self.baseFilename)
         except OSError:
             self._written = 0
+
+    def _open(self):
+        """The file, appended to, created owner-only (0600) whatever the umask; tightened if looser."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077:
+                os.fchmod(fd, 0o600)
+                self.loosened = mode
+            return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _write_out(self, lines: list[str]) -> None:
         if self.maxBytes <= 0:
@@ -265,6 +282,9 @@ def setup_logging(settings: Any, fmt_override: str | None = None, stream: Any = 
         fh.setFormatter(formatter)
         root.addHandler(fh)
         handlers.append(fh)
+        if fh.loosened is not None:
+            logging.getLogger("exact_proxy.logs").warning(
+                "log file %s was readable by others (mode %o); now owner only", settings.file, fh.loosened)
     _access[:] = [formatter.render_access, tuple(handlers)]
 
 
