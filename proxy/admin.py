@@ -8,18 +8,20 @@ Contract
   locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
   error counts, token chains). ``exact-proxy status`` renders it.
 - ``/_proxy/metrics`` (and ``/metrics``, which Exact has no path for either): Prometheus text.
-- Answered only to loopback clients unless the policy's ``admin.allow_remote`` says otherwise; anyone
-  else gets 403. Nothing here ever shows a token, code or secret: snapshots carry counts, times and ids.
+- Answered only to loopback clients whose ``Host`` names this machine (``proxy.admin_access``: no DNS
+  rebinding) unless the policy's ``admin.allow_remote`` says otherwise; anyone else gets 403.
+  Nothing here ever shows a token, code or secret: snapshots carry counts, times and ids.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import admin_access
 
 log = logging.getLogger("exact_proxy.admin")
 
@@ -84,22 +86,10 @@ def _local_counts(services) -> dict:
     return services.metrics.local_counts()
 
 
-def _allowed(request: web.BaseRequest, services) -> bool:
-    if services.policy.admin.allow_remote:
-        return True
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if not peer:
-        return True  # a unix socket or an already-closed transport: nothing remote about it
-    try:
-        return ipaddress.ip_address(peer[0]).is_loopback
-    except ValueError:
-        return False
-
-
 async def dispatch(request: web.BaseRequest, services) -> web.Response:
-    if not _allowed(request, services):
-        return web.json_response({"error": "admin endpoints answer loopback clients only "
-                                  "(policies.yaml: admin.allow_remote)"}, status=403)
+    refused = admin_access.refusal(request, services.policy)
+    if refused is not None:
+        return web.json_response({"error": refused}, status=403)
     if request.method not in ("GET", "HEAD"):
         return web.json_response({"error": "admin endpoints answer GET only"}, status=405,
                                  headers={"Allow": "GET, HEAD"})
