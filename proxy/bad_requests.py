@@ -4,22 +4,29 @@ Contract: ``ExactServer`` is aiohttp's low-level ``web.Server`` whose connection
 cannot be parsed (conflicting ``Content-Length`` and ``Transfer-Encoding``, duplicate lengths, invalid
 chunking, oversize headers: the shapes of request smuggling) with a JSON 400 in Exact's envelope that
 names the cause, and close the connection. Nothing of such a request is ever forwarded. The proxy logs
-one WARNING line (no traceback: a bad client is not a proxy fault).
+one WARNING line (no traceback: a bad client is not a proxy fault). ``ExactServer(handler, settings=…)``
+takes a callable that returns the policy's ``clients`` settings, read by each new connection for its
+deadlines (``proxy.client_timeouts``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from .client_settings import ClientSettings
+from .client_timeouts import TimedRequestHandler
 from .errors import envelope
 
 log = logging.getLogger("exact_proxy.listen")
 
 
-class _ExactRequestHandler(RequestHandler):
+class _ExactRequestHandler(TimedRequestHandler):
+    __slots__ = ()
+
     def handle_error(self, request, status=500, exc=None, message=None):  # noqa: D401 - aiohttp API
         if status == 500:
             return super().handle_error(request, status, exc, message)
@@ -36,5 +43,9 @@ class _ExactRequestHandler(RequestHandler):
 
 
 class ExactServer(web.Server):
+    def __init__(self, handler, *, settings: Callable[[], ClientSettings] = ClientSettings, **kwargs) -> None:
+        super().__init__(handler, **kwargs)
+        self.settings = settings
+
     def __call__(self) -> RequestHandler:
         return _ExactRequestHandler(self, loop=self._loop, **self._kwargs)

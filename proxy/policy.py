@@ -9,8 +9,8 @@ Contract
   request in flight. Reloading is ``policy_watch``'s job.
 
 Each section is read by one function: below, or beside its settings (``hosts`` for upstreams and
-listeners, ``limits.settings``, ``errorbudget.settings``); later features add a section and a field,
-nothing else.
+listeners, ``client_settings``, ``limits.settings``, ``errorbudget.settings``); later features add a
+section and a field, nothing else.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .client_id import normal_client_id
+from .client_settings import ClientSettings, read_clients
 from .errorbudget.settings import ErrorBudgetSettings, read_error_budget
 from .hosts import KNOWN_EXACT_HOSTS, Listener, Upstream, read_listeners, read_upstreams
 from .limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
@@ -117,7 +118,7 @@ class TokenSettings:
     """The OAuth token broker (``/api/oauth2/token``)."""
 
     broker: bool = True
-    refresh_margin: float = 25.0
+    refresh_margin: float = 30.0         # 600 - 570: a refresh goes upstream as soon as Exact allows one
     min_refresh_interval: float = 570.0
     old_token_window: float = 86400.0
     daily_token_calls: int = 190
@@ -138,6 +139,7 @@ class Policy:
     upstreams: dict[str, Upstream] = field(default_factory=lambda: {
         "nl": Upstream("nl", "https://start.exactonline.nl")})
     forwarding: Forwarding = Forwarding()
+    clients: ClientSettings = ClientSettings()
     log: LogSettings = LogSettings()
     state: StateSettings = StateSettings()
     reload_interval: float = 1.0
@@ -202,6 +204,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     upstreams = read_upstreams(r)
     listeners = read_listeners(r, upstreams)
     forwarding = _read_forwarding(r.mapping("forwarding"))
+    clients = read_clients(r.mapping("clients"))
     log = _read_log(r.mapping("log"))
     state = _read_state(r.mapping("state"))
     reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
@@ -219,9 +222,9 @@ def parse_policy(text: str, filename: str) -> Policy:
     if problems:
         raise PolicyError(problems)
     return Policy(source=filename, default_app=default_app, listeners=listeners, upstreams=upstreams,
-                  forwarding=forwarding, log=log, state=state, reload_interval=reload_interval,
-                  links=links, mandatory_filters=mandatory, tokens=tokens, admin=admin,
-                  error_budget=error_budget, limits=limits, retry=retry, ca=ca,
+                  forwarding=forwarding, clients=clients, log=log, state=state,
+                  reload_interval=reload_interval, links=links, mandatory_filters=mandatory, tokens=tokens,
+                  admin=admin, error_budget=error_budget, limits=limits, retry=retry, ca=ca,
                   forward_proxy=forward_proxy)
 
 

@@ -5,6 +5,9 @@ Contract
   (port 0 picks a free port: see ``url()``), and starts the policy watcher. A ``tls: true`` listener
   serves HTTPS with a certificate from the local CA (``proxy.tls``); without a CA it does not start.
   Every listener intercepts ``CONNECT`` to configured Exact hosts (``proxy.tls.intercept``).
+- Connections from tools follow the policy's ``clients`` settings in force when each is made: deadlines
+  for idle connections, request heads and bodies, and at most ``max_connections`` per listener
+  (``proxy.listen``, ``proxy.client_timeouts``, ``proxy.body``, ``proxy.connection_cap``).
 - ``stop()`` stops accepting, lets in-flight requests finish for up to ``forwarding.drain_timeout``
   seconds, then closes the upstream pool and the state cleanly.
 """
@@ -44,8 +47,11 @@ class ProxyServer:
         await self.services.start()
         fwd = policy.forwarding
         try:
+            def clients():  # read by each new connection: a reload applies to the next ones
+                return self.holder.current.clients
+
             def make_server(handler) -> web.Server:
-                return ExactServer(handler, handler_cancellation=True,
+                return ExactServer(handler, settings=clients, handler_cancellation=True,
                                    access_log=None, max_line_size=fwd.max_url_length + 64,
                                    max_field_size=max(8190, fwd.max_url_length))
 
@@ -58,7 +64,7 @@ class ProxyServer:
                 self.interceptors.append(interceptor)
                 ssl_context = self.tls.for_listener(listener) if listener.tls else None
                 site = GuardedSite(runner, listener.host, listener.port, ssl_context=ssl_context,
-                                   interceptor=interceptor)
+                                   interceptor=interceptor, settings=clients, name=listener.name)
                 await site.start()
                 host, port = runner.addresses[0][:2]
                 self.bound[listener.name] = (host, port)
