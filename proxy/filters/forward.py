@@ -9,6 +9,9 @@ Contract
 - An upstream that cannot be reached, resets, or is too slow gives a local 502 or 504 in Exact's
   envelope naming the cause, with ``reply.failure`` set to ``connect`` (nothing was sent: safe to
   retry), ``timeout`` or ``reset`` (the request may have reached Exact: never replay a write).
+- A streamed body that ends in ``BodyTooLarge`` (413) or ``BodyStalled`` (408) is never completed
+  upstream (no last chunk, fewer bytes than declared; the connection is dropped) and gets that local
+  answer (``proxy.body.refusal``), not a 502.
 - Each call increments ``ctx.attempt``.
 """
 
@@ -21,7 +24,7 @@ import aiohttp
 from yarl import URL
 
 from .. import hop
-from ..body import BodyConsumed, BodyTooLarge
+from ..body import BodyConsumed, BodyStalled, BodyTooLarge, refusal
 from ..context import Reply
 from ..errors import exact_error
 
@@ -61,13 +64,23 @@ class Forward:
         ctx.attempt += 1
         t0 = time.perf_counter()
         try:
-            resp = await session.request(ctx.method, url, headers=headers, data=data, allow_redirects=False,
-                                         skip_auto_headers=SKIP_AUTO, timeout=timeout,
-                                         ssl=self.services.ssl_for(up))
-        except BodyTooLarge as exc:
-            ctx.decide("refused (body too large)")
-            return ctx.answer(self.name, exact_error(413, f"request body is larger than max_request_body "
-                                                     f"({exc.limit} bytes)"))
+            try:
+                resp = await session.request(ctx.method, url, headers=headers, data=data,
+                                             allow_redirects=False, skip_auto_headers=SKIP_AUTO,
+                                             timeout=timeout, ssl=self.services.ssl_for(up))
+            except (TimeoutError, aiohttp.ClientError):
+                # the HTTP client wraps what the body stream raised: the body's own failure is the cause
+                if ctx.body is not None and ctx.body.failure is not None:
+                    raise ctx.body.failure from None
+                raise
+        except (BodyTooLarge, BodyStalled) as exc:
+            # the stream stopped before its end: Exact got no complete request, and the HTTP client
+            # closed that connection (a request body it could not finish is never reused)
+            ctx.upstream_failure = None
+            decision, reply = refusal(exc)
+            ctx.decide(decision)
+            ctx.bytes_in = ctx.body.size if ctx.body is not None else 0
+            return ctx.answer(self.name, reply)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return self._failed(ctx, t0, 504, "timeout", f"Exact did not answer within the timeout "
                                 f"({_timeout_text(exc, fwd)}) at {up.base_url}")

@@ -1,16 +1,18 @@
 """Filter ``read_body``: take the request body in hand before anything is decided.
 
 Contract: attaches a ``RequestBody`` to ``ctx.body`` (``proxy.body``). A body declared larger than
-``forwarding.max_request_body`` gets 413 at once, before a byte is forwarded. A small body
-(``forwarding.replay_buffer``) is read into memory so a later filter may replay it; a larger one stays a
-stream that ``forward`` sends exactly once.
+``forwarding.max_request_body`` gets 413 at once, before a byte is read or forwarded (and before any
+``100 Continue``); an expectation other than ``100-continue`` gets 417. A small body
+(``forwarding.replay_buffer``) is read into memory so a later filter may replay it, within the
+``clients`` body deadlines (408 when the tool stalls); a larger one stays a stream that ``forward``
+sends exactly once. Refusals carry ``Connection: close``: the rest of the body is not wanted.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from ..body import BodyTooLarge, RequestBody
+from ..body import BodyStalled, BodyTooLarge, ExpectationFailed, RequestBody, refusal
 from ..errors import exact_error
 
 
@@ -21,8 +23,9 @@ class ReadBody:
         self.services = services
 
     def before(self, ctx):
-        fwd = ctx.policy.forwarding
-        ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer)
+        policy = ctx.policy
+        fwd = policy.forwarding
+        ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer, policy.clients)
         if ctx.body.absent():  # the common GET: nothing to read, nothing to wait for
             return None
         return self._read(ctx)
@@ -30,10 +33,11 @@ class ReadBody:
     async def _read(self, ctx):
         try:
             await ctx.body.prepare()
-        except BodyTooLarge as exc:
-            ctx.decide("refused (body too large)")
-            return exact_error(413, f"request body is larger than max_request_body ({exc.limit} bytes); "
-                               "Exact refuses such bodies too")
+        except (BodyTooLarge, BodyStalled, ExpectationFailed) as exc:
+            decision, reply = refusal(exc)
+            ctx.decide(decision)
+            ctx.bytes_in = ctx.body.size
+            return reply
         except asyncio.IncompleteReadError:
             ctx.decide("client sent a short body")
             return exact_error(400, "the request body ended before its Content-Length")
