@@ -14,7 +14,7 @@ import asyncio
 
 
 class Turns:
-    def __init__(self, per_turn: int = 64) -> None:
+    def __init__(self, per_turn: int = 16) -> None:
         self.per_turn = per_turn
         self.left = per_turn
         self._waiting: list[asyncio.Future] = []
