@@ -38,10 +38,10 @@ from proxy.clock import ScaledClock  # noqa: E402
 
 async def utilisation(factor: float, divisions: int, minutes: int) -> None:
     from proxy.emulator.runner import start_emulator
-    from proxy.logs import setup_logging
+    from proxy.http.server import ProxyServer
+    from proxy.ops.logs import setup_logging
     from proxy.policy import load_policy
-    from proxy.policy_watch import PolicyHolder
-    from proxy.server import ProxyServer
+    from proxy.policy.watch import PolicyHolder
 
     clock = ScaledClock(factor)
     emu = await start_emulator(clock=clock)

@@ -38,10 +38,10 @@ URL = "/api/v1/{div}/crm/Contacts?$select=ID&$top=1"
 
 
 async def _proxy(clock, emu, extra: str):
-    from proxy.logs import setup_logging
+    from proxy.http.server import ProxyServer
+    from proxy.ops.logs import setup_logging
     from proxy.policy import load_policy
-    from proxy.policy_watch import PolicyHolder
-    from proxy.server import ProxyServer
+    from proxy.policy.watch import PolicyHolder
 
     tmp = tempfile.mkdtemp(prefix="exact-proxy-bench-")
     path = os.path.join(tmp, "policies.yaml")

@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 
-from .policy import Policy, PolicyError, load_policy
-from .policy_watch import PolicyHolder
-from .tls.ca import CAError
+from proxy.policy import Policy, PolicyError, load_policy
+from proxy.policy.watch import PolicyHolder
+from proxy.tls.ca import CAError
 
 log = logging.getLogger("exact_proxy.cli")
 DEFAULT_CONFIG = "policies.yaml"
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.state:
         policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
     overrides = {"host": args.host, "port": args.port, "state": args.state}
-    from .logs import setup_logging
+    from proxy.ops.logs import setup_logging
 
     setup_logging(policy.log, args.log_format)
     holder = PolicyHolder(policy, path)
@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _reapply_overrides(holder: PolicyHolder, new: Policy, overrides: dict, log_format: str | None) -> None:
     """Command-line overrides outlive a reload of the file."""
-    from .logs import setup_logging
+    from proxy.ops.logs import setup_logging
 
     first = new.listeners[0]
     first = dataclasses.replace(first, host=overrides["host"] or first.host,
@@ -86,7 +86,7 @@ def _reapply_overrides(holder: PolicyHolder, new: Policy, overrides: dict, log_f
 
 
 async def _serve(holder: PolicyHolder) -> None:
-    from .server import ProxyServer
+    from proxy.http.server import ProxyServer
 
     server = ProxyServer(holder)
     # Handlers first: a supervisor that reads the "listening" line may stop us at once.
@@ -106,7 +106,7 @@ async def _serve(holder: PolicyHolder) -> None:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from .emulator import cli as emulator_cli
+    from proxy.emulator import cli as emulator_cli
 
     return emulator_cli.run(args)
 
@@ -117,19 +117,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     if args.state:
         policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
-    from .status_cli import status
+    from proxy.ops.status_cli import status
 
     return status(policy, url=args.url, as_json=args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.run import main as demo_main
+    from proxy.demo.run import main as demo_main
 
     return demo_main(args)
 
 
 def cmd_token_key(args: argparse.Namespace) -> int:
-    from .tokens.sealing import ENV, new_key
+    from proxy.tokens.sealing import ENV, new_key
 
     print(new_key())
     print(f"# keep it secret; start the proxy with {ENV}=<that key> to encrypt tokens at rest", file=sys.stderr)
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("token-key", help="print a new key for EXACT_PROXY_TOKEN_KEY (tokens encrypted at rest)")
     key.set_defaults(func=cmd_token_key)
 
-    from .tls import commands as ca_commands
+    from proxy.tls import commands as ca_commands
 
     ca = sub.add_parser("ca", help="the local certificate authority for HTTPS listeners and CONNECT "
                         "interception: init, show")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     emulate = sub.add_parser("emulate", help="run the Exact Online emulator")
     try:
-        from .emulator import cli as emulator_cli
+        from proxy.emulator import cli as emulator_cli
 
         emulator_cli.add_arguments(emulate)
     except ImportError:  # pragma: no cover - the emulator ships with the package

@@ -14,11 +14,11 @@ from multidict import CIMultiDict
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .body import RequestBody
-    from .classify import Classification
-    from .hosts import Listener, Upstream
-    from .policy import Policy
-    from .tokens.chains import Chain
+    from proxy.exact.classify import Classification
+    from proxy.http.body import RequestBody
+    from proxy.policy import Policy
+    from proxy.policy.hosts import Listener, Upstream
+    from proxy.tokens.chains import Chain
 
 
 @dataclass(slots=True)

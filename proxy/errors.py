@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from .context import Reply
+from proxy.context import Reply
 
 PREFIX = "exact-proxy: "
 

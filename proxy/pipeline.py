@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .context import Context, Filter, Next, Reply
-from .filters import (
+from proxy.context import Context, Filter, Next, Reply
+from proxy.filters import (
     access_log,
     call_budget,
     classify,

@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 
-from proxy.logs import setup_logging
+from proxy.http.server import ProxyServer
+from proxy.ops.logs import setup_logging
 from proxy.policy import load_policy
-from proxy.policy_watch import PolicyHolder
-from proxy.server import ProxyServer
+from proxy.policy.watch import PolicyHolder
 from tests import fake_upstream
 
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from proxy.classify import classify
+from proxy.exact.classify import classify
 
 G = "guid'8bc6f0b0-1a30-4b47-92bd-8a6f0c1f4f4e'"
 BASIC = "Basic " + base64.b64encode(b"my-client:s3cret").decode()

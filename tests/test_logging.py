@@ -88,7 +88,7 @@ async def test_request_lines_are_written_once_a_turn_and_other_lines_at_once_in_
     import logging
     from types import SimpleNamespace
 
-    from proxy.logs import log_access, setup_logging
+    from proxy.ops.logs import log_access, setup_logging
 
     out, file = io.StringIO(), tmp_path / "p.log"
     setup_logging(SimpleNamespace(format="text", level="info", file=str(file), max_bytes=0, backups=1),
@@ -114,7 +114,7 @@ async def test_a_loop_that_stopped_before_writing_does_not_hold_back_later_lines
     import io
     from types import SimpleNamespace
 
-    from proxy.logs import _turn, log_access, setup_logging
+    from proxy.ops.logs import _turn, log_access, setup_logging
 
     out = io.StringIO()
     setup_logging(SimpleNamespace(format="text", level="info", file=None, max_bytes=0, backups=1), stream=out)

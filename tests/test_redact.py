@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from proxy import redact
-from proxy.redact import MASK, redact_query, remember_secret, scrub
+from proxy.ops import redact
+from proxy.ops.redact import MASK, redact_query, remember_secret, scrub
 
 
 def test_named_credentials_are_masked_in_free_text_and_queries():
@@ -48,7 +48,7 @@ def test_the_register_is_bounded_and_keeps_the_newest():
 
 
 def test_registered_secrets_are_masked_inside_paths_and_in_lower_case():
-    from proxy.redact import remember_secret, scrub
+    from proxy.ops.redact import remember_secret, scrub
 
     token = "acc-PathSegmentToken0123456789abcdef"
     remember_secret(token)

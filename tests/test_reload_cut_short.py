@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from proxy.policy import load_policy
-from proxy.policy_watch import PolicyHolder
+from proxy.policy.watch import PolicyHolder
 from tests.fake_upstream import SEEN
 
 LIMITS = "limits:\n  daily: 4000\n  max_wait: 30\n"

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from proxy.mandatory import DEFAULT_FILTER, add_filter, has_filter, neutral_filter, parse_allowed_fields
+from proxy.exact.mandatory import DEFAULT_FILTER, add_filter, has_filter, neutral_filter, parse_allowed_fields
 from tests.fake_upstream import MANDATORY_TEXT, SEEN
 
 ACCOUNTS_TEXT = MANDATORY_TEXT.format("Accountant,AccountManager,ActivitySector,Blocked,Code,Created,ID,"

@@ -8,7 +8,7 @@ import json
 import aiohttp
 import pytest
 
-from proxy.rewrite import BodyCodec, LinkRewriter
+from proxy.exact.links import BodyCodec, LinkRewriter
 
 UP = "https://start.exactonline.nl"
 ME = "http://localhost:8080"

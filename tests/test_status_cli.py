@@ -8,7 +8,7 @@ import json
 
 import aiohttp
 
-from proxy.status_cli import status
+from proxy.ops.status_cli import status
 
 
 async def test_status_live_table_and_json(upstream, start_proxy):

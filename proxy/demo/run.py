@@ -21,8 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from ..clock import ScaledClock
-from .legacy_tool import LegacyTool, ToolReport
+from proxy.clock import ScaledClock
+from proxy.demo.legacy_tool import LegacyTool, ToolReport
 
 DIVISIONS = (101, 102, 103)
 
@@ -81,7 +81,7 @@ def _shorten(line: str, width: int = 150) -> str:
 
 
 def built_features() -> dict[str, bool]:
-    from ..pipeline import ORDER
+    from proxy.pipeline import ORDER
 
     names = {getattr(f, "name", "") for f in ORDER}
     return {name: name in names for name in ("call_budget", "retry", "error_budget", "token_broker",
@@ -107,7 +107,7 @@ def exact_counts(state) -> dict[str, int]:
 
 
 async def _run(factor: float, seconds: float, through_proxy: bool, out) -> RunResult:
-    from ..emulator.runner import start_emulator
+    from proxy.emulator.runner import start_emulator
 
     clock = ScaledClock(factor)
     emu = await start_emulator(clock=clock)
@@ -137,7 +137,7 @@ async def _run(factor: float, seconds: float, through_proxy: bool, out) -> RunRe
 
 
 def _local(services) -> dict[str, int]:
-    from ..admin import _local_counts
+    from proxy.ops.admin import _local_counts
 
     return _local_counts(services)
 
@@ -152,10 +152,10 @@ def _write_policy(directory: str, emulator_url: str) -> str:
 
 
 async def _start_proxy(emulator_url: str, clock, directory: str, out):
-    from ..logs import setup_logging
-    from ..policy import load_policy
-    from ..policy_watch import PolicyHolder
-    from ..server import ProxyServer
+    from proxy.http.server import ProxyServer
+    from proxy.ops.logs import setup_logging
+    from proxy.policy import load_policy
+    from proxy.policy.watch import PolicyHolder
 
     path = _write_policy(directory, emulator_url)
     policy = load_policy(path)

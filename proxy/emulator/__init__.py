@@ -6,7 +6,7 @@ mandatory filtering, bulk and sync rules, paging with absolute links, JSON and A
 limiter or window code with the proxy: from the proxy package it uses only ``proxy.clock``.
 """
 
-from .app import EMULATOR, Emulator, create_app
-from .config import EmulatorConfig, load_config
+from proxy.emulator.app import EMULATOR, Emulator, create_app
+from proxy.emulator.config import EmulatorConfig, load_config
 
 __all__ = ["EMULATOR", "Emulator", "EmulatorConfig", "create_app", "load_config"]

@@ -23,23 +23,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..clock import SystemClock
-from . import faults as faults_mod
-from . import rest, system
-from .auth import authenticate
-from .config import EmulatorConfig
-from .control import serve_control
-from .data import ENTITIES, Dataset
-from .errorlimit import ErrorLimit
-from .errors import rest_error
-from .faults import Faults
-from .gate import counted, refuse
-from .identity import normal_client_id
-from .oauth import OAuth
-from .oauth_http import serve_oauth
-from .stats import Stats
-from .windows import CallLimits
-from .xmlapi import serve_xml
+from proxy.clock import SystemClock
+from proxy.emulator import faults as faults_mod
+from proxy.emulator import rest, system
+from proxy.emulator.auth import authenticate
+from proxy.emulator.config import EmulatorConfig
+from proxy.emulator.control import serve_control
+from proxy.emulator.data import ENTITIES, Dataset
+from proxy.emulator.errorlimit import ErrorLimit
+from proxy.emulator.errors import rest_error
+from proxy.emulator.faults import Faults
+from proxy.emulator.gate import counted, refuse
+from proxy.emulator.identity import normal_client_id
+from proxy.emulator.oauth import OAuth
+from proxy.emulator.oauth_http import serve_oauth
+from proxy.emulator.stats import Stats
+from proxy.emulator.windows import CallLimits
+from proxy.emulator.xmlapi import serve_xml
 
 
 class Emulator:

@@ -15,7 +15,7 @@ import base64
 import binascii
 from urllib.parse import unquote
 
-from .errors import rest_error
+from proxy.emulator.errors import rest_error
 
 
 def basic(header: str | None) -> tuple[str, str] | None:

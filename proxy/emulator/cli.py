@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from ..clock import ScaledClock, SystemClock
+from proxy.clock import ScaledClock, SystemClock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import EmulatorConfig, load_config
+    from proxy.emulator.config import EmulatorConfig, load_config
 
     try:
         config = load_config(args.config) if args.config else EmulatorConfig()
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config, clock, host: str, port: int) -> int:
-    from .runner import start_emulator
+    from proxy.emulator.runner import start_emulator
 
     # Signal handlers go in before the emulator announces itself: whoever reads the banner
     # may send SIGTERM at once, and must get a clean exit (0), not the default kill.

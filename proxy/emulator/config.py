@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .identity import normal_client_id
+from proxy.emulator.identity import normal_client_id
 
 
 class SettingError(ValueError):
@@ -121,7 +121,7 @@ class EmulatorConfig:
                 raise SettingError("limits",
                                    f"limits: each rule is {{app?, division?, minutely?, daily?}}, got {rule!r}")
         self.limits = [{**r, "app": normal_client_id(r["app"])} if "app" in r else r for r in self.limits]
-        from .faults import validate_faults
+        from proxy.emulator.faults import validate_faults
 
         try:
             validate_faults(self.faults)

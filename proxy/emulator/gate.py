@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import unauthorized
-from .errors import rest_error
+from proxy.emulator.auth import unauthorized
+from proxy.emulator.errors import rest_error
 
 
 def refuse(emu, request, app, division: int | None, endpoint: str, failure) -> web.Response | None:

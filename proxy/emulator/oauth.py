@@ -24,7 +24,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .identity import normal_client_id
+from proxy.emulator.identity import normal_client_id
 
 
 @dataclass

@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from .auth import basic
-from .identity import normal_client_id
+from proxy.emulator.auth import basic
+from proxy.emulator.identity import normal_client_id
 
 ENDPOINT = "oauth2/token"
 

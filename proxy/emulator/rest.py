@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from . import atom, rules
-from .data import EntitySet, resolve
-from .odata import parse_filter, select
+from proxy.emulator import atom, rules
+from proxy.emulator.data import EntitySet, resolve
+from proxy.emulator.odata import parse_filter, select
 
 KEY = re.compile(r"^(?P<entity>[^()]+)\((?P<key>.*)\)$")
 GUID_KEY = re.compile(r"^guid'(?P<g>[0-9a-fA-F-]{36})'$")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .app import EMULATOR, Emulator, create_app
+from proxy.emulator.app import EMULATOR, Emulator, create_app
 
 
 @dataclass

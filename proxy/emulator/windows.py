@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .identity import normal_client_id
+from proxy.emulator.identity import normal_client_id
 
 
 class CallLimits:

@@ -15,10 +15,10 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
-from .auth import authenticate
-from .data import ENTITIES
-from .gate import counted
-from .rest import Answer
+from proxy.emulator.auth import authenticate
+from proxy.emulator.data import ENTITIES
+from proxy.emulator.gate import counted
+from proxy.emulator.rest import Answer
 
 TOPICS = {"accounts": "crm/accounts", "items": "logistics/items"}
 XML = "application/xml"

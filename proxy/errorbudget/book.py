@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .window import ErrorWindows, Key, key_text, parse_key
+from proxy.errorbudget.window import ErrorWindows, Key, key_text, parse_key
 
 COUNTS, BLOCKS = "error_counts", "error_blocks"
 

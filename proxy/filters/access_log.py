@@ -3,15 +3,15 @@
 Contract: a step (``proxy.pipeline``) that registers a finisher on ``ctx``; the finisher logs method,
 target (secrets masked), status, division, endpoint, app, upstream and total milliseconds, bytes in and
 out, and every decision the other filters recorded, and counts the request in the metrics. (An
-exception from a filter becomes a 500 in Exact's envelope and an ERROR line in ``proxy.app.handle``.)
+exception from a filter becomes a 500 in Exact's envelope and an ERROR line in ``proxy.http.handler.handle``.)
 """
 
 from __future__ import annotations
 
 import time
 
-from ..logs import log_access
-from ..redact import redact_query
+from proxy.ops.logs import log_access
+from proxy.ops.redact import redact_query
 
 
 class AccessLog:

@@ -22,10 +22,10 @@ import asyncio
 import logging
 import time
 
-from ..errors import exact_error
-from ..limits.book import Book
-from ..limits.division import Refusal
-from ..limits.patience import Patience
+from proxy.errors import exact_error
+from proxy.limits.book import Book
+from proxy.limits.division import Refusal
+from proxy.limits.patience import Patience
 
 log = logging.getLogger("exact_proxy.budget")
 

@@ -1,4 +1,4 @@
-"""Filter ``classify``: fill ``ctx.cls`` with app, division, endpoint and kind (``proxy.classify``).
+"""Filter ``classify``: fill ``ctx.cls`` with app, division, endpoint and kind (``proxy.exact.classify``).
 
 A step; every later filter reads ``ctx.cls``. It answers locally only to refuse a target (below).
 
@@ -9,14 +9,14 @@ broker knows when it knows exactly one, else ``unknown``. Never a pseudo-app bes
 budget (Exact cannot charge them to an app either).
 
 A target the classification refuses (``Classification.refusal``: an odd division spelling, a dot
-segment; ``proxy.odd_targets``) is answered here with 400 in Exact's envelope naming the cause, and the
+segment; ``proxy.exact.odd_targets``) is answered here with 400 in Exact's envelope naming the cause, and the
 decision ``refused (<cause>)``. Nothing of it is forwarded, and no error is counted: Exact never saw it.
 """
 
 from __future__ import annotations
 
-from ..classify import classify
-from ..errors import exact_error
+from proxy.errors import exact_error
+from proxy.exact.classify import classify
 
 UNKNOWN_APP = "unknown"
 TOKEN_KINDS = ("token", "auth")  # their credentials are in the body or the query

@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 import time
 
-from ..context import Reply
-from ..errorbudget.book import ErrorBook
-from ..errorbudget.negative_cache import Cached, NegativeCache, request_key
-from ..errorbudget.window import Key
-from ..errors import exact_error
+from proxy.context import Reply
+from proxy.errorbudget.book import ErrorBook
+from proxy.errorbudget.negative_cache import Cached, NegativeCache, request_key
+from proxy.errorbudget.window import Key
+from proxy.errors import exact_error
 
 log = logging.getLogger("exact_proxy.error_budget")
 

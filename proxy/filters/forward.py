@@ -11,7 +11,7 @@ Contract
   retry), ``timeout`` or ``reset`` (the request may have reached Exact: never replay a write).
 - A streamed body that ends in ``BodyTooLarge`` (413) or ``BodyStalled`` (408) is never completed
   upstream (no last chunk, fewer bytes than declared; the connection is dropped) and gets that local
-  answer (``proxy.body.refusal``), not a 502.
+  answer (``proxy.http.body.refusal``), not a 502.
 - Each call increments ``ctx.attempt``.
 """
 
@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 from yarl import URL
 
-from .. import hop
-from ..body import BodyConsumed, BodyStalled, BodyTooLarge, refusal
-from ..context import Reply
-from ..errors import exact_error
+from proxy.context import Reply
+from proxy.errors import exact_error
+from proxy.http import hop
+from proxy.http.body import BodyConsumed, BodyStalled, BodyTooLarge, refusal
 
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 SMALL_BODY = 64 * 1024  # answers up to this size (declared) are read whole: one write to the client

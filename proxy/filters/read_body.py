@@ -1,6 +1,6 @@
 """Filter ``read_body``: take the request body in hand before anything is decided.
 
-Contract: attaches a ``RequestBody`` to ``ctx.body`` (``proxy.body``). A body declared larger than
+Contract: attaches a ``RequestBody`` to ``ctx.body`` (``proxy.http.body``). A body declared larger than
 ``forwarding.max_request_body`` gets 413 at once, before a byte is read or forwarded (and before any
 ``100 Continue``); an expectation other than ``100-continue`` gets 417. A small body
 (``forwarding.replay_buffer``) is read into memory so a later filter may replay it, within the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..body import BodyStalled, BodyTooLarge, ExpectationFailed, RequestBody, refusal
-from ..errors import exact_error
+from proxy.errors import exact_error
+from proxy.http.body import BodyStalled, BodyTooLarge, ExpectationFailed, RequestBody, refusal
 
 
 class ReadBody:

@@ -7,11 +7,11 @@ Contract
   decision reads ``rewritten (+$filter=…)``.
 - Learning (``mandatory_filters.learn``): when Exact answers an unfiltered GET with its
   mandatory-filtering 400, the allowed fields are read from the message, a filter that keeps every row
-  is chosen (``proxy.mandatory.neutral_filter``), remembered (in the store when there is one, so it
+  is chosen (``proxy.exact.mandatory.neutral_filter``), remembered (in the store when there is one, so it
   survives restarts) and the GET is replayed once with it. Each new endpoint costs one error, ever.
   A write is never touched or replayed.
 - Never wider: a GET with a query option that is not an OData system option (``Accounts?ID=guid'…'``;
-  ``proxy.mandatory.custom_options``) never gets a ``$filter`` added, since Exact ignores that option
+  ``proxy.exact.mandatory.custom_options``) never gets a ``$filter`` added, since Exact ignores that option
   and the tool would get every row where it meant one. On an endpoint listed or learned, the proxy
   answers 400 in Exact's envelope naming ``$filter`` and the options (Exact would refuse it too; this
   way no error is spent): ``refused (no $filter; options without $: ID)``. On one not known yet the
@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import logging
 
-from ..errors import exact_error
-from ..mandatory import add_filter, custom_options, has_filter, neutral_filter, parse_allowed_fields
+from proxy.errors import exact_error
+from proxy.exact.mandatory import add_filter, custom_options, has_filter, neutral_filter, parse_allowed_fields
 
 log = logging.getLogger("exact_proxy.rewrite_filter")
 NAMESPACE = "learned_filters"

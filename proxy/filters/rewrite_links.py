@@ -5,7 +5,7 @@ Contract
   ``__metadata.uri``, Atom ``link href``, ``xml:base``, entry ``id``) and in ``Location`` and
   ``Content-Location`` becomes the proxy's public base URL: the rule's ``base_url``, else the
   listener's ``public_base_url``, else ``http://`` + the request's ``Host``.
-- Streams are rewritten chunk by chunk (``proxy.rewrite``); ``Content-Length`` is recomputed (small
+- Streams are rewritten chunk by chunk (``proxy.exact.links``); ``Content-Length`` is recomputed (small
   bodies) or dropped for chunked transfer (streams). gzip and deflate answers are decoded, rewritten
   and encoded again; to keep that possible the request asks Exact only for encodings the proxy can
   decode. A body without the upstream URL passes unchanged.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 
-from ..rewrite import BodyCodec, LinkRewriter, plan, replace_all
+from proxy.exact.links import BodyCodec, LinkRewriter, plan, replace_all
 
 REWRITABLE = ("json", "xml")  # content types whose bodies are rewritten
 UNSUPPORTED = "unsupported"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import urlsplit
 
-from ..errors import exact_error
+from proxy.errors import exact_error
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 

@@ -24,8 +24,8 @@ import dataclasses
 import json
 from urllib.parse import parse_qsl, unquote
 
-from ..client_id import normal_client_id
-from ..context import Reply
+from proxy.context import Reply
+from proxy.exact.client_id import normal_client_id
 
 
 class TokenBroker:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..errors import exact_error
+from proxy.errors import exact_error
 
 
 class TokenFresh:

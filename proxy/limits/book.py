@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 import time
 
-from .buckets import ClockLimiter
-from .division import Division
-from .turns import Turns
+from proxy.limits.buckets import ClockLimiter
+from proxy.limits.division import Division
+from proxy.limits.turns import Turns
 
 NAMESPACE = "windows"
 

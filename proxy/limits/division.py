@@ -27,7 +27,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from .turns import Turns
+from proxy.limits.turns import Turns
 
 _seq = itertools.count()
 

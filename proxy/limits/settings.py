@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..matching import Match, read_match
+from proxy.policy.matching import Match, read_match
 
 
 @dataclass(frozen=True)

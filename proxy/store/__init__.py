@@ -7,9 +7,9 @@ the contract every implementation keeps.
 
 from __future__ import annotations
 
-from .base import Store
-from .memory import MemoryStore
-from .sqlite import SqliteStore
+from proxy.store.base import Store
+from proxy.store.memory import MemoryStore
+from proxy.store.sqlite import SqliteStore
 
 __all__ = ["MemoryStore", "SqliteStore", "Store", "open_store"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Store
+from proxy.store.base import Store
 
 
 class MemoryStore(Store):

@@ -31,9 +31,9 @@ from typing import Any
 
 import aiosqlite
 
-from . import sqlite_file
-from .base import Store
-from .fit import write_what_fits
+from proxy.store import sqlite_file
+from proxy.store.base import Store
+from proxy.store.fit import write_what_fits
 
 log = logging.getLogger("exact_proxy.store")
 

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..clock import Clock
-from ..hosts import KNOWN_EXACT_HOSTS
+from proxy.clock import Clock
+from proxy.policy.hosts import KNOWN_EXACT_HOSTS
 
 log = logging.getLogger("exact_proxy.tls")
 

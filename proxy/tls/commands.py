@@ -20,8 +20,8 @@ import sys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from ..clock import SystemClock
-from .ca import CAError, CAExists, LocalCA
+from proxy.clock import SystemClock
+from proxy.tls.ca import CAError, CAExists, LocalCA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def ca_dir(args: argparse.Namespace) -> str | None:
     if args.dir:
         return os.path.abspath(args.dir)
-    from ..policy import PolicyError, load_policy
+    from proxy.policy import PolicyError, load_policy
 
     path = args.config or os.environ.get("EXACT_PROXY_CONFIG") or "policies.yaml"
     if not os.path.exists(path):

@@ -21,8 +21,8 @@ import ssl
 import tempfile
 from collections.abc import Callable, Iterable
 
-from ..clock import Clock
-from .ca import Leaf, LocalCA
+from proxy.clock import Clock
+from proxy.tls.ca import Leaf, LocalCA
 
 log = logging.getLogger("exact_proxy.tls")
 

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..errors import envelope
-from .ca import CAError
-from .contexts import ServerContexts
+from proxy.errors import envelope
+from proxy.tls.ca import CAError
+from proxy.tls.contexts import ServerContexts
 
 log = logging.getLogger("exact_proxy.connect")
 
@@ -161,7 +161,7 @@ class Interceptor:
         key = (d.upstream.name, d.host, d.port)
         server = self._servers.get(key)
         if server is None:
-            from ..app import make_handler
+            from proxy.http.handler import make_handler
 
             view = dataclasses.replace(self.listener, upstream=d.upstream.name, tls=True, public_base_url=None)
             server = self._make_server(_host_guard(make_handler(self.services, view), d.host, d.port))

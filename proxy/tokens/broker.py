@@ -1,7 +1,7 @@
 """The token broker: answers token requests from its chains and refreshes upstream at most once.
 
 Contract
-- Client ids are compared in their normal form (``proxy.client_id``): ``{GUID}`` and ``guid`` are one
+- Client ids are compared in their normal form (``proxy.exact.client_id``): ``{GUID}`` and ``guid`` are one
   app, one chain.
 - **No token without the secret.** A token request answered from a chain needs the client id and the
   secret that started it (body or HTTP Basic); otherwise the answer is Exact's ``401 invalid_client``.
@@ -43,13 +43,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..client_id import normal_client_id
-from ..redact import remember_secret
-from .chains import COUNTS, NAMESPACE, Chain, ChainBook, new_chain_id
-from .endpoint import Call, TokenEndpoint
-from .flight import Flights, Refusals, Refused, remembered
-from .keepalive import KeepAlive
-from .sealing import Sealer, fingerprint
+from proxy.exact.client_id import normal_client_id
+from proxy.ops.redact import remember_secret
+from proxy.tokens.chains import COUNTS, NAMESPACE, Chain, ChainBook, new_chain_id
+from proxy.tokens.endpoint import Call, TokenEndpoint
+from proxy.tokens.flight import Flights, Refusals, Refused, remembered
+from proxy.tokens.keepalive import KeepAlive
+from proxy.tokens.sealing import Sealer, fingerprint
 
 log = logging.getLogger("exact_proxy.tokens")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass, field, fields
 
-from .sealing import Sealer, fingerprint
+from proxy.tokens.sealing import Sealer, fingerprint
 
 NAMESPACE = "token_chains"
 COUNTS = "token_calls"

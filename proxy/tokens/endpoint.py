@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from ..errorbudget.book import ErrorBook
+from proxy.errorbudget.book import ErrorBook
 
 log = logging.getLogger("exact_proxy.tokens")
 

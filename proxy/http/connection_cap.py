@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .errors import envelope
+from proxy.errors import envelope
 
 log = logging.getLogger("exact_proxy.listen")
 

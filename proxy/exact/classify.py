@@ -5,14 +5,14 @@ its arguments. It never raises on odd input; an unparseable URL is kind ``other`
 ``/api/v1/…`` paths are cached (the query plays no part there; the most recent 4096 paths).
 
 - **app**: the OAuth client_id when the request shows it (``client_id`` in the query of
-  ``/api/oauth2/*``, or HTTP Basic credentials), in its normal form (``proxy.client_id``), else
+  ``/api/oauth2/*``, or HTTP Basic credentials), in its normal form (``proxy.exact.client_id``), else
   ``default_app``. The token broker refines it later from the access token.
 - **division**: the number in ``/api/v1/{division}/…``, or ``_Division_`` on ``/docs/XML*.aspx``.
 - **endpoint**: the path after the division, key segments (``Accounts(guid'…')``), ``$count`` and
   ``$value`` removed, case-folded: ``crm/accounts``, ``bulk/crm/accounts``. For XML:
   ``xml/download/items``. Token and auth calls: ``oauth2/token``, ``oauth2/auth``.
 - **kind**: rest, bulk, sync, read, xml, token, auth, me or other.
-- **refusal**: set (``proxy.odd_targets``) when the target could reach a division the proxy cannot
+- **refusal**: set (``proxy.exact.odd_targets``) when the target could reach a division the proxy cannot
   count it against, or a path other than the one it names: a division segment or ``_Division_`` that
   is not plain ASCII digits (``+555``, `` 556``, ``-1``), an empty division segment, ``_Division_`` or
   ``Topic`` given twice, a dot segment or backslash anywhere in the path. Division and endpoint are then
@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
-from .client_id import normal_client_id
-from .odd_targets import Refusal, bad_division, division_number, path_refusal, repeated
+from proxy.exact.client_id import normal_client_id
+from proxy.exact.odd_targets import Refusal, bad_division, division_number, path_refusal, repeated
 
 KINDS = ("rest", "bulk", "sync", "read", "xml", "token", "auth", "me", "other")
 
@@ -44,7 +44,7 @@ class Classification:
     endpoint: str | None
     kind: str
     entity_key: str | None = None   # the text inside Accounts(...), when the path addresses one row
-    refusal: Refusal | None = None  # the target must not be forwarded (proxy.odd_targets)
+    refusal: Refusal | None = None  # the target must not be forwarded (proxy.exact.odd_targets)
 
     @property
     def counts_toward_limits(self) -> bool:

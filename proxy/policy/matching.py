@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
-from .policy_yaml import Reader
+from proxy.policy.reader import Reader
 
 
 @dataclass(frozen=True)

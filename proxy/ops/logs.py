@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from .redact import scrub
+from proxy.ops.redact import scrub
 
 LOGGER = "exact_proxy"
 access_logger = logging.getLogger("exact_proxy.access")

@@ -6,7 +6,7 @@ chunking, oversize headers: the shapes of request smuggling) with a JSON 400 in 
 names the cause, and close the connection. Nothing of such a request is ever forwarded. The proxy logs
 one WARNING line (no traceback: a bad client is not a proxy fault). ``ExactServer(handler, settings=…)``
 takes a callable that returns the policy's ``clients`` settings, read by each new connection for its
-deadlines (``proxy.client_timeouts``).
+deadlines (``proxy.http.client_timeouts``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from .client_settings import ClientSettings
-from .client_timeouts import TimedRequestHandler
-from .errors import envelope
+from proxy.errors import envelope
+from proxy.http.client_settings import ClientSettings
+from proxy.http.client_timeouts import TimedRequestHandler
 
 log = logging.getLogger("exact_proxy.listen")
 

@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import HttpVersion11, web
 
-from .client_settings import ClientSettings
-from .context import Reply
-from .errors import exact_error
+from proxy.context import Reply
+from proxy.errors import exact_error
+from proxy.http.client_settings import ClientSettings
 
 CHUNK = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -12,7 +12,7 @@ Contract
 - Deadlines and the cap come from the policy's ``clients`` settings in force when the connection is made
   (``settings()``): a connection that sends nothing for ``idle_timeout`` seconds is closed; the few
   bytes that tell a CONNECT from other requests count against ``head_timeout`` from the first byte,
-  and the request handler (``proxy.client_timeouts``) keeps that deadline for the rest of the head. A
+  and the request handler (``proxy.http.client_timeouts``) keeps that deadline for the rest of the head. A
   connection beyond ``max_connections`` of its listener is answered by ``connection_cap.Overflow``
   (503) and never reaches aiohttp. An HTTPS listener's TLS handshake must end within ``head_timeout``
   (the value at start), before the connection counts.
@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .client_settings import ClientSettings
-from .connection_cap import ConnectionCap, Overflow
-from .errors import envelope
+from proxy.errors import envelope
+from proxy.http.client_settings import ClientSettings
+from proxy.http.connection_cap import ConnectionCap, Overflow
 
 _REFUSAL = envelope("CONNECT refused: exact-proxy is not a tunnel; point the tool's base URL at this "
                     "proxy instead")

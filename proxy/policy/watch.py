@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .policy import Policy, PolicyError, load_policy
-from .policy_yaml import Path, Problem, dotted, parse
+from proxy.policy import Policy, PolicyError, load_policy
+from proxy.policy.reader import Path, Problem, dotted, parse
 
 log = logging.getLogger("exact_proxy.policy")
 

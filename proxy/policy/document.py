@@ -19,14 +19,15 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .client_id import normal_client_id
-from .client_settings import ClientSettings, read_clients
-from .errorbudget.settings import ErrorBudgetSettings, read_error_budget
-from .hosts import KNOWN_EXACT_HOSTS, Listener, Upstream, read_listeners, read_upstreams
-from .limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
-from .mandatory import DEFAULT_FILTER
-from .matching import Match, read_match
-from .policy_yaml import PolicyError, Problem, Reader, parse
+from proxy.errorbudget.settings import ErrorBudgetSettings, read_error_budget
+from proxy.exact.client_id import normal_client_id
+from proxy.exact.mandatory import DEFAULT_FILTER
+from proxy.http.client_settings import ClientSettings, read_clients
+from proxy.limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
+from proxy.policy.hosts import KNOWN_EXACT_HOSTS, Listener, Upstream, read_listeners, read_upstreams
+from proxy.policy.matching import Match, read_match
+from proxy.policy.reader import PolicyError, Problem, Reader, parse
+from proxy.tokens.settings import TokenSettings, read_tokens
 
 __all__ = ["KNOWN_EXACT_HOSTS", "Listener", "Policy", "PolicyError", "Upstream", "load_policy", "parse_policy"]
 
@@ -114,24 +115,6 @@ DEFAULT_MANDATORY = {e: DEFAULT_FILTER for e in (
 
 
 @dataclass(frozen=True)
-class TokenSettings:
-    """The OAuth token broker (``/api/oauth2/token``)."""
-
-    broker: bool = True
-    refresh_margin: float = 30.0         # 600 - 570: a refresh goes upstream as soon as Exact allows one
-    min_refresh_interval: float = 570.0
-    old_token_window: float = 86400.0
-    daily_token_calls: int = 190
-    substitute_expired: bool = True
-    refresh_token_lifetime: float = 30 * 86400.0
-    warn_before_expiry: float = 7 * 86400.0
-    keepalive: bool = True
-    keepalive_after: float = 20 * 86400.0
-    identify_user: bool = True
-    loop_delay: float = 1.0              # real seconds before answering a tool of a chain that needs a person
-
-
-@dataclass(frozen=True)
 class Policy:
     source: str = "<defaults>"
     default_app: str | None = None       # the app of unknown tokens when neither listener nor chains say
@@ -210,7 +193,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     reload_interval = r.number("reload_interval", 1.0, minimum=0.05)
     links = _read_links(r.mapping("links"))
     mandatory = _read_mandatory(r.mapping("mandatory_filters"))
-    tokens = _read_tokens(r.mapping("tokens"))
+    tokens = read_tokens(r.mapping("tokens"))
     error_budget = read_error_budget(r.mapping("error_budget"))
     limits = read_limits(r.mapping("limits"))
     retry = read_retry(r.mapping("retry"))
@@ -243,28 +226,6 @@ def _read_forward_proxy(r: Reader) -> ForwardProxySettings:
         if not host or (port and not port.isdigit()) or "/" in h or "*" in h:
             r.problem(("tunnel_hosts", i), f"must be a host name or host:port (no wildcards), got {h!r}")
     return ForwardProxySettings(intercept=intercept, tunnel_hosts=tuple(h.lower() for h in hosts))
-
-
-def _read_tokens(r: Reader) -> TokenSettings:
-    d = TokenSettings()
-    t = TokenSettings(
-        broker=r.boolean("broker", d.broker),
-        refresh_margin=r.number("refresh_margin", d.refresh_margin, minimum=0),
-        min_refresh_interval=r.number("min_refresh_interval", d.min_refresh_interval, minimum=0),
-        old_token_window=r.number("old_token_window", d.old_token_window, minimum=0),
-        daily_token_calls=r.integer("daily_token_calls", d.daily_token_calls, minimum=1, maximum=100000),
-        substitute_expired=r.boolean("substitute_expired", d.substitute_expired),
-        refresh_token_lifetime=r.number("refresh_token_lifetime", d.refresh_token_lifetime, minimum=60),
-        warn_before_expiry=r.number("warn_before_expiry", d.warn_before_expiry, minimum=0),
-        keepalive=r.boolean("keepalive", d.keepalive),
-        keepalive_after=r.number("keepalive_after", d.keepalive_after, minimum=60),
-        identify_user=r.boolean("identify_user", d.identify_user),
-        loop_delay=r.number("loop_delay", d.loop_delay, minimum=0),
-    )
-    r.finish()
-    if t.keepalive and t.keepalive_after >= t.refresh_token_lifetime:
-        r.problem(("keepalive_after",), "must be shorter than refresh_token_lifetime, or the chain expires first")
-    return t
 
 
 def _read_mandatory(r: Reader) -> MandatoryFilterSettings:

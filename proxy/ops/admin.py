@@ -8,7 +8,7 @@ Contract
   locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
   error counts, token chains). ``exact-proxy status`` renders it.
 - ``/_proxy/metrics`` (and ``/metrics``, which Exact has no path for either): Prometheus text.
-- Answered only to loopback clients whose ``Host`` names this machine (``proxy.admin_access``: no DNS
+- Answered only to loopback clients whose ``Host`` names this machine (``proxy.ops.admin_access``: no DNS
   rebinding) unless the policy's ``admin.allow_remote`` says otherwise; anyone else gets 403.
   Nothing here ever shows a token, code or secret: snapshots carry counts, times and ids.
 """
@@ -21,7 +21,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import admin_access
+from proxy.ops import admin_access
 
 log = logging.getLogger("exact_proxy.admin")
 

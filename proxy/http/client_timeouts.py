@@ -10,7 +10,7 @@ Contract
     must be there within ``head_timeout`` seconds, however the bytes trickle in; otherwise the tool gets
     ``408`` in Exact's envelope and the connection is closed. Nothing of such a request is forwarded.
     A head that starts late in the idle window gets its full ``head_timeout``: the idle timer gives way.
-- Bodies have their own deadline where they are read (``proxy.body``): only time spent waiting on the
+- Bodies have their own deadline where they are read (``proxy.http.body``): only time spent waiting on the
   client counts, never time the proxy takes (a queue, a slow upstream).
 - Cost on the request path: one counter comparison per ``data_received``; the head timer is armed only
   when a read ends inside a head.
@@ -23,7 +23,7 @@ import logging
 
 from aiohttp.web_protocol import RequestHandler
 
-from .errors import envelope
+from proxy.errors import envelope
 
 log = logging.getLogger("exact_proxy.listen")
 
@@ -69,7 +69,7 @@ class TimedRequestHandler(RequestHandler):
                 self._payload = None if payload.is_eof() else payload
             return
         if payload is not None:
-            # these bytes began as body bytes (``proxy.body`` keeps their deadline). Whether a read that
+            # these bytes began as body bytes (``proxy.http.body`` keeps their deadline). Whether a read that
             # ended the body also began the next head is not known here: the idle timer bounds that one.
             if payload.is_eof():
                 self._payload = None

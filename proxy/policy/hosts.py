@@ -16,8 +16,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .client_id import normal_client_id
-from .policy_yaml import Reader
+from proxy.exact.client_id import normal_client_id
+from proxy.policy.reader import Reader
 
 KNOWN_EXACT_HOSTS = frozenset({
     "start.exactonline.nl", "start.exactonline.be", "start.exactonline.de", "start.exactonline.co.uk",

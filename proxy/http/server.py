@@ -7,7 +7,7 @@ Contract
   Every listener intercepts ``CONNECT`` to configured Exact hosts (``proxy.tls.intercept``).
 - Connections from tools follow the policy's ``clients`` settings in force when each is made: deadlines
   for idle connections, request heads and bodies, and at most ``max_connections`` per listener
-  (``proxy.listen``, ``proxy.client_timeouts``, ``proxy.body``, ``proxy.connection_cap``).
+  (``proxy.http.listen``, ``proxy.http.client_timeouts``, ``proxy.http.body``, ``proxy.http.connection_cap``).
 - ``stop()`` stops accepting, lets in-flight requests finish for up to ``forwarding.drain_timeout``
   seconds, then closes the upstream pool and the state cleanly.
 """
@@ -20,13 +20,14 @@ import logging
 
 from aiohttp import web
 
-from .app import Services, make_handler
-from .bad_requests import ExactServer
-from .clock import Clock
-from .listen import GuardedSite
-from .policy_watch import PolicyHolder
-from .tls.contexts import ServerContexts
-from .tls.intercept import Interceptor
+from proxy.clock import Clock
+from proxy.http.bad_requests import ExactServer
+from proxy.http.handler import make_handler
+from proxy.http.listen import GuardedSite
+from proxy.policy.watch import PolicyHolder
+from proxy.services import Services
+from proxy.tls.contexts import ServerContexts
+from proxy.tls.intercept import Interceptor
 
 log = logging.getLogger("exact_proxy.server")
 
