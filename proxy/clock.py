@@ -13,6 +13,9 @@ Three implementations:
   clock passes their deadline, in deadline order. Minute and day windows are tested in milliseconds.
 - ``ScaledClock``: real time sped up by a factor (the demo's "10-second minutes" is factor 6).
 
+``utc_text(epoch)`` writes an epoch as ``2026-12-01T10:00:00Z``, the one form of time in log lines,
+answers and the status page.
+
 Nothing here is a limiter; the proxy and the emulator may both use it.
 """
 
@@ -138,3 +141,8 @@ class ManualClock:
         self._now = target
         for _ in range(3):
             await asyncio.sleep(0)
+
+
+def utc_text(epoch: float) -> str:
+    """``epoch`` (UTC seconds) as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(epoch))

@@ -21,17 +21,17 @@ its arguments. It never raises on odd input; an unparseable URL is kind ``other`
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
 from proxy.exact.client_id import normal_client_id
+from proxy.exact.credentials import basic_credentials
 from proxy.exact.odd_targets import Refusal, bad_division, division_number, path_refusal, repeated
 
 KINDS = ("rest", "bulk", "sync", "read", "xml", "token", "auth", "me", "other")
+LIMITED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml"))  # what Exact's call limits count
 
 _KEY_SEGMENT = re.compile(r"\(.*\)$")
 _PREFIX_KINDS = {"bulk": "bulk", "sync": "sync", "read": "read"}
@@ -150,11 +150,5 @@ def _query_value(raw_query: str, name: str) -> str | None:
 
 
 def _basic_client_id(authorization: str | None) -> str | None:
-    if not authorization or not authorization[:6].lower() == "basic ":
-        return None
-    try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    client_id = unquote(decoded.split(":", 1)[0])
-    return client_id or None
+    creds = basic_credentials(authorization)
+    return (creds[0] or None) if creds else None

@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
+from proxy.clock import utc_text
 from proxy.errors import exact_error
+from proxy.exact.classify import LIMITED_KINDS
 from proxy.limits.book import Book
 from proxy.limits.division import Refusal
 from proxy.limits.patience import Patience
 
 log = logging.getLogger("exact_proxy.budget")
 
-COUNTED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml"))
 
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 class CallBudget:
@@ -84,7 +81,7 @@ class CallBudget:
     async def handle(self, ctx, call_next):
         settings = ctx.policy.limits
         cls = ctx.cls
-        if not settings.enabled or cls is None or cls.division is None or cls.kind not in COUNTED_KINDS:
+        if not settings.enabled or cls is None or cls.division is None or cls.kind not in LIMITED_KINDS:
             return await call_next(ctx)
         div = self.book.division(cls.app, cls.division, settings)
         buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
@@ -130,21 +127,21 @@ class CallBudget:
             until = div.upstream_429(reply.headers, settings.pause_base, settings.pause_cap)
             self.book.persist(div, settings.lease)
             log.warning("Exact answered 429 for app %s, division %s: paused until %s", cls.app, cls.division,
-                        _iso(until))
+                        utc_text(until))
             replayable = ctx.body is None or ctx.body.replayable
             if until > deadline or not replayable:
-                ctx.decide(f"upstream 429: paused until {_iso(until)}; not replayed "
+                ctx.decide(f"upstream 429: paused until {utc_text(until)}; not replayed "
                            f"({'past max_wait' if replayable else 'body already streamed'})")
                 return reply
-            ctx.decide(f"upstream 429: paused until {_iso(until)}, replayed")
+            ctx.decide(f"upstream 429: paused until {utc_text(until)}, replayed")
             await reply.discard()
 
     def _refuse(self, ctx, refusal: Refusal, div):
         cls = ctx.cls
         if refusal.reason == "daily":
-            ctx.decide(f"refused (daily budget) reset {_iso(refusal.retry_at)}")
+            ctx.decide(f"refused (daily budget) reset {utc_text(refusal.retry_at)}")
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "
-                    f"({div.day_used}/{div.day_limit}); it resets at {_iso(refusal.retry_at)}")
+                    f"({div.day_used}/{div.day_limit}); it resets at {utc_text(refusal.retry_at)}")
         else:
             wait, why = ctx.extra.get("max_wait", (ctx.policy.limits.max_wait, "max_wait"))
             ctx.decide(f"refused (max_wait {wait:g} s) retry after {refusal.headers['Retry-After']} s")

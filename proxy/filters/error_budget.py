@@ -31,17 +31,18 @@ without any credentials are keyed by the pseudo-app ``(no token)``: they never s
 from __future__ import annotations
 
 import logging
-import time
 
+from proxy.clock import utc_text
 from proxy.context import Reply
 from proxy.errorbudget.book import ErrorBook
 from proxy.errorbudget.negative_cache import Cached, NegativeCache, request_key
 from proxy.errorbudget.window import Key
 from proxy.errors import exact_error
+from proxy.exact.classify import LIMITED_KINDS
 
 log = logging.getLogger("exact_proxy.error_budget")
 
-COUNTED_KINDS = frozenset(("rest", "bulk", "sync", "read", "xml", "me", "token"))
+COUNTED_KINDS = LIMITED_KINDS | {"me", "token"}  # errors count on endpoints without a division too
 CACHEABLE = frozenset(("GET", "HEAD"))
 MAX_CACHED_BODY = 64 * 1024
 NO_TOKEN = "(no token)"  # the app of calls without credentials: Exact charges them to no app
@@ -129,8 +130,8 @@ class ErrorBudget:
                 continue
             rows.append({"app": key[0], "division": key[1], "endpoint": key[2],
                          "errors_this_hour": used, "budget": settings.budget,
-                         "resets_at": _iso(self.book.reset_at(key, now)) if used else None,
-                         "exact_blocked_until": _iso(until) if until is not None else None})
+                         "resets_at": utc_text(self.book.reset_at(key, now)) if used else None,
+                         "exact_blocked_until": utc_text(until) if until is not None else None})
         return rows
 
     def metric_rows(self):
@@ -172,14 +173,14 @@ class ErrorHeadroom:
             if count >= settings.budget:
                 log.warning("error budget of app %s, division %s, endpoint %s is spent (%d errors in %g s): "
                             "answered locally until %s", cls.app, cls.division, cls.endpoint, count,
-                            settings.window, _iso(book.reset_at(key, now)))
+                            settings.window, utc_text(book.reset_at(key, now)))
         elif reply.status == 429 and not any(h.lower().startswith("x-ratelimit-") for h in reply.headers):
             if book.count(key, now) > 0:
                 until = now + settings.block_pause
                 book.block(key, until)
                 log.error("EXACT BLOCKED app %s, division %s, endpoint %s (429 without rate-limit headers "
                           "after %d errors): not forwarding it until %s", cls.app, cls.division,
-                          cls.endpoint, book.count(key, now), _iso(until))
+                          cls.endpoint, book.count(key, now), utc_text(until))
                 await reply.discard()
                 ctx.answered_by = ctx.answered_by or ErrorBudget.name
                 return refuse(ctx, book, key, settings, now)
@@ -195,10 +196,10 @@ def refuse(ctx, book: ErrorBook, key: Key, settings, now: float) -> Reply | None
     reason, until = why
     wait = max(1, int(until - now + 0.999))
     if reason == "blocked":
-        ctx.decide(f"refused (Exact blocked {endpoint}; paused until {_iso(until)})")
+        ctx.decide(f"refused (Exact blocked {endpoint}; paused until {utc_text(until)})")
         return exact_error(settings.refusal_status,
                            f"Exact blocked {endpoint}{where} after too many errors; the proxy does not "
-                           f"forward it until {_iso(until)}", {"Retry-After": str(wait)})
+                           f"forward it until {utc_text(until)}", {"Retry-After": str(wait)})
     used = book.count(key, now)
     ctx.decide(f"refused (error budget {used}/{settings.budget}, retry in {wait} s)")
     return exact_error(settings.refusal_status,
@@ -219,6 +220,3 @@ def _replay(hit: Cached) -> Reply:
     return Reply.make_local(hit.status, hit.body, {"X-Exact-Proxy": "negative-cache"},
                             content_type=hit.content_type or "application/json")
 
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -18,14 +18,13 @@ Contract
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import dataclasses
 import json
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from proxy.context import Reply
 from proxy.exact.client_id import normal_client_id
+from proxy.exact.credentials import basic_credentials
 
 
 class TokenBroker:
@@ -60,7 +59,7 @@ class TokenBroker:
         body = await ctx.body.read_all(64 * 1024)
         form = {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         client_id, secret = form.get("client_id"), form.get("client_secret")
-        basic = _basic(ctx.request.headers.get("Authorization"))
+        basic = basic_credentials(ctx.request.headers.get("Authorization"))
         if basic is not None:
             client_id = client_id or basic[0]
             secret = secret or basic[1]
@@ -92,14 +91,3 @@ def _oauth(ctx, status: int, body: dict, headers: dict, decision: str) -> Reply:
     ctx.decide(decision)
     h = {"Cache-Control": "no-store", "Pragma": "no-cache", **headers}
     return Reply.make_local(status, json.dumps(body).encode(), h)
-
-
-def _basic(value: str | None) -> tuple[str, str] | None:
-    if not value or value[:6].lower() != "basic ":
-        return None
-    try:
-        decoded = base64.b64decode(value[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    user, _, password = decoded.partition(":")
-    return unquote(user), unquote(password)

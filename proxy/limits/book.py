@@ -21,8 +21,8 @@ Contract
 from __future__ import annotations
 
 import math
-import time
 
+from proxy.clock import utc_text
 from proxy.limits.buckets import ClockLimiter
 from proxy.limits.division import Division
 from proxy.limits.turns import Turns
@@ -33,7 +33,7 @@ NAMESPACE = "windows"
 def _iso(epoch: float) -> str | None:
     if not epoch or not math.isfinite(epoch):
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return utc_text(epoch)
 
 
 class Book:

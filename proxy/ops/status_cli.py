@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from proxy.clock import utc_text
+
 SECRET_KEYS = ("token", "secret", "code", "password")
 
 
@@ -122,7 +124,7 @@ KNOWN = ("now", "policy", "uptime_s", "listeners", "upstreams", "state", "totals
 
 def _iso(epoch) -> str | None:
     try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(epoch))) if epoch else None
+        return utc_text(float(epoch)) if epoch else None
     except (TypeError, ValueError, OverflowError):
         return None
 

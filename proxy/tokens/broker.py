@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.clock import utc_text
 from proxy.exact.client_id import normal_client_id
 from proxy.ops.redact import remember_secret
 from proxy.tokens.chains import COUNTS, NAMESPACE, Chain, ChainBook, new_chain_id
@@ -168,7 +168,7 @@ class TokenBroker:
         reset = (int(now // 86400) + 1) * 86400
         return TokenAnswer(429, oauth_error("temporarily_unavailable", f"the daily token-call budget "
                            f"({settings.daily_token_calls} of Exact's 200) for app {key[0]} is spent; it resets "
-                           f"at {_utc(reset)}"), {"Retry-After": str(int(reset - now) + 1)},
+                           f"at {utc_text(reset)}"), {"Retry-After": str(int(reset - now) + 1)},
                            "refused (daily token budget)")
 
     # -- the code grant ----------------------------------------------------------------------------
@@ -287,7 +287,7 @@ class TokenBroker:
         allowed = max(chain.issued_at + self.services.policy.tokens.min_refresh_interval, chain.paused_until)
         log.warning("Exact refused the current access token of chain %s (app %s, user %s) with 401: the next "
                     "refresh goes to Exact %s", chain.id, chain.client_id, chain.user or "?",
-                    "now" if allowed <= now else f"when it allows one, at {_utc(allowed)}")
+                    "now" if allowed <= now else f"when it allows one, at {utc_text(allowed)}")
         return True
 
     def probe_due(self, chain: Chain) -> bool:
@@ -350,7 +350,7 @@ class TokenBroker:
         if allowed > now:
             if rejected:
                 return self._needs_reauth(chain, "Exact refused its access token (401) and allows no new "
-                                          f"token before {_utc(allowed)}", retry_at=allowed)
+                                          f"token before {utc_text(allowed)}", retry_at=allowed)
             wait = int(allowed - now) + 1
             return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token for "
                                f"this chain in {wait} s"), {"Retry-After": str(wait)}, "refused (too early to refresh)")
@@ -410,7 +410,7 @@ class TokenBroker:
         self._save(chain)
         log.error("TOKEN CHAIN %s (app %s, user %s) NEEDS A NEW AUTHORIZATION: %s. %s%s", chain.id,
                   chain.client_id, chain.user or "?", why, self.reauth_text(chain),
-                  f" (the proxy tries Exact once more at {_utc(retry_at)})" if retry_at else "")
+                  f" (the proxy tries Exact once more at {utc_text(retry_at)})" if retry_at else "")
         return self._reauth_answer(chain)
 
     def _reauth_answer(self, chain: Chain) -> TokenAnswer:
@@ -452,7 +452,7 @@ class TokenBroker:
         now = self.clock.time()
         settings = self.services.policy.tokens
         return [{"chain": c.id, "app": c.client_id, "user": c.user, "access_expires_in_s": int(c.access_expires_at - now),
-                 "refresh_expires_at": _utc(c.refresh_issued_at + settings.refresh_token_lifetime),
+                 "refresh_expires_at": utc_text(c.refresh_issued_at + settings.refresh_token_lifetime),
                  "needs_reauth": bool(c.needs_reauth), "needs_reauth_why": c.needs_reauth,
                  "access_rejected": c.rejected_at >= c.issued_at > 0,
                  "token_calls_today": self.book.calls_today(c.key, now)}
@@ -461,7 +461,7 @@ class TokenBroker:
 
 def _remembered(hit: Refused, what: str) -> TokenAnswer:
     return TokenAnswer(hit.status, dict(hit.body), dict(hit.headers), f"answered from memory (Exact refused "
-                       f"this {what} at {_utc(hit.at)})")
+                       f"this {what} at {utc_text(hit.at)})")
 
 
 def _joined(answer: TokenAnswer, what: str) -> TokenAnswer:
@@ -482,6 +482,3 @@ def _int(value: str | None) -> int | None:
     except ValueError:
         return None
 
-
-def _utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.clock import utc_text
 from proxy.errorbudget.book import ErrorBook
 
 log = logging.getLogger("exact_proxy.tokens")
@@ -127,12 +128,12 @@ class TokenEndpoint:
             if count >= settings.budget:
                 log.warning("error budget of app %s, endpoint %s is spent (%d errors in %g s): the broker "
                             "sends it nothing until %s", key[0], key[2], count, settings.window,
-                            _utc(book.reset_at(key, now)))
+                            utc_text(book.reset_at(key, now)))
         elif call.status == 429 and "X-RateLimit" not in call.headers and book.count(key, now) > 0:
             until = now + settings.block_pause
             book.block(key, until)
             log.error("EXACT BLOCKED app %s, endpoint %s (429 after %d errors): not sending it until %s",
-                      key[0], key[2], book.count(key, now), _utc(until))
+                      key[0], key[2], book.count(key, now), utc_text(until))
         call.headers.pop("X-RateLimit", None)
 
 
@@ -150,6 +151,3 @@ def _host_of(location: str) -> str:
         return "(unreadable)"
     return parts.netloc or "(a relative address)"
 
-
-def _utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+
+from proxy.clock import utc_text
 
 log = logging.getLogger("exact_proxy.tokens")
 
@@ -59,4 +60,4 @@ class KeepAlive:
             if expires - now <= settings.warn_before_expiry:
                 log.warning("token chain %s (app %s) expires at %s unless used; enable tokens.keepalive or "
                             "run a tool before then", chain.id, chain.client_id,
-                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)))
+                            utc_text(expires))
