@@ -39,53 +39,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from proxy.clock import utc_text
 from proxy.exact.client_id import normal_client_id
 from proxy.ops.redact import remember_secret
-from proxy.tokens.chains import COUNTS, NAMESPACE, Chain, ChainBook, new_chain_id
+from proxy.tokens.answers import TokenAnswer, no_client, oauth_error, ok_body, remembered_answer
+from proxy.tokens.chains import NAMESPACE, Chain, ChainBook, new_chain_id
 from proxy.tokens.endpoint import Call, TokenEndpoint
 from proxy.tokens.flight import Flights, Refusals, Refused, remembered
 from proxy.tokens.keepalive import KeepAlive
+from proxy.tokens.rejection import Rejections
 from proxy.tokens.sealing import Sealer, fingerprint
+from proxy.tokens.vault import ChainVault
 
 log = logging.getLogger("exact_proxy.tokens")
 
-PROBE_FIRST, PROBES = 5.0, 4  # after a 401, a call tests the token again after 5, 20, 80, 320 s
 NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
-@dataclass
-class TokenAnswer:
-    """What the broker answers a tool: status, JSON body, extra headers, and what it did (for the log)."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str]
-    decision: str
-    upstream_calls: int = 0
-    reauth: bool = False                  # the chain needs a person: a looping tool is slowed down
-
-
-def ok_body(chain: Chain, now: float) -> dict[str, Any]:
-    left = max(0, int(chain.access_expires_at - now))
-    return {"access_token": chain.access_token, "token_type": "bearer", "expires_in": str(left),
-            "refresh_token": chain.refresh_token}
-
-
-def oauth_error(error: str, description: str) -> dict[str, str]:
-    return {"error": error, "error_description": "exact-proxy: " + description}
-
-
-def no_client(why: str) -> TokenAnswer:
-    """What Exact answers a token request without the app's credentials."""
-    return TokenAnswer(401, oauth_error("invalid_client", f"Client authentication failed ({why})"), {},
-                       f"refused ({why})")
-
-
-class TokenBroker:
+class TokenBroker(Rejections):
     def __init__(self, services) -> None:
         self.services = services
         self.sealer = Sealer.from_env()
@@ -94,6 +67,7 @@ class TokenBroker:
         self.flights: Flights[TokenAnswer] = Flights()
         self.refusals = Refusals()
         self.keepalive = KeepAlive(self)
+        self.vault = ChainVault(services, self.book, self.sealer)
 
     @property
     def clock(self):
@@ -109,37 +83,7 @@ class TokenBroker:
 
     # -- life ------------------------------------------------------------------------------------
     async def load(self) -> None:
-        store = self.store
-        if store is None:
-            return
-        resealed = 0
-        for rec in (await store.load(NAMESPACE)).values():
-            try:
-                chain = self.book.load_record(rec)
-            except Exception as exc:  # a chain we cannot open must not stop the proxy
-                log.error("a stored token chain cannot be read and is ignored: %s", exc)
-                continue
-            for secret in (chain.access_token, chain.refresh_token, chain.client_secret):
-                remember_secret(secret)
-            normal = normal_client_id(chain.client_id)
-            plain = self.sealer.encrypting and any(str(rec.get(n) or "").startswith("plain:") for n in
-                                                   ("access_token", "refresh_token", "client_secret"))
-            self.book.add(chain)
-            if normal != chain.client_id or plain:
-                chain.client_id = normal
-                self.book.add(chain)
-                self._save(chain)
-                resealed += plain
-        self.book.calls.update({k: v for k, v in (await store.load(COUNTS)).items() if isinstance(v, list)})
-        if self.book.chains:
-            log.info("token broker: %d chain(s) loaded", len(self.book.chains))
-        if resealed:
-            await store.flush()
-            log.info("token broker: %d chain(s) stored in plain text were sealed with EXACT_PROXY_TOKEN_KEY",
-                     resealed)
-        if not self.sealer.encrypting:
-            log.warning("tokens are stored unencrypted (the state file is readable by its owner only); set "
-                        "EXACT_PROXY_TOKEN_KEY to encrypt them (make a key with: exact-proxy token-key)")
+        await self.vault.load()
 
     def start(self) -> None:
         self.keepalive.start()
@@ -148,19 +92,13 @@ class TokenBroker:
         await self.keepalive.stop()
 
     def _save(self, chain: Chain) -> None:
-        if self.store is not None:
-            self.store.put(NAMESPACE, chain.id, self.book.record(chain))
+        self.vault.save(chain)
 
     async def _save_now(self, chain: Chain) -> None:
-        self._save(chain)
-        if self.store is not None:
-            await self.store.flush()
+        await self.vault.save_now(chain)
 
     def _count(self, chain_key: tuple[str, str]) -> None:
-        self.book.count_call(chain_key, self.clock.time())
-        if self.store is not None:
-            name = "|".join(chain_key)
-            self.store.put(COUNTS, name, self.book.calls[name])
+        self.vault.count(chain_key)
 
     def _daily_refusal(self, key: tuple[str, str], settings, now: float) -> TokenAnswer | None:
         if self.book.calls_today(key, now) < settings.daily_token_calls:
@@ -182,10 +120,10 @@ class TokenBroker:
         rkey = (fingerprint(code), fingerprint(f"{app}|{secret}"))
         hit = self.refusals.get(rkey, self.clock.time())
         if hit is not None:
-            return _remembered(hit, "code")
+            return remembered_answer(hit, "code")
         answer, joined = await self.flights.run(("code",) + rkey, lambda: self._start_chain(
             upstream, form, app, secret, settings, rkey))
-        return _joined(answer, "exchange") if joined else answer
+        return joined(answer, "exchange") if joined else answer
 
     async def _start_chain(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
         """A code exchange, or a refresh token the proxy has never seen: sent once; a chain is started
@@ -251,14 +189,14 @@ class TokenBroker:
             rkey = (fingerprint(token), fingerprint(f"{app}|{secret}"))
             hit = self.refusals.get(rkey, now)
             if hit is not None:
-                return _remembered(hit, "refresh token")
+                return remembered_answer(hit, "refresh token")
             answer, joined = await self.flights.run(("adopt",) + rkey, lambda: self._start_chain(
                 upstream, form, app, secret, settings, rkey))
             if not joined:
                 return answer
             chain, current = self.book.by_refresh(token, self.clock.time(), settings.old_token_window)
             if chain is None:
-                return _joined(answer, "adoption")
+                return joined(answer, "adoption")
         if chain.client_id != app:
             return TokenAnswer(401, oauth_error("unauthorized_client", "this refresh token belongs to "
                                "another app (client_id)"), {}, "refused (refresh token of another app)")
@@ -275,43 +213,6 @@ class TokenBroker:
         """The chain's answer with a valid access token (status 200), refreshing upstream first when
         the current one expires within a second or Exact refused it."""
         return await self.serve(chain, upstream, settings, margin=1.0)
-
-    def rejected(self, chain: Chain, token: str) -> bool:
-        """Exact answered 401 to ``token``. True when that is the chain's current access token (newly)."""
-        if token != chain.access_token or chain.rejected_at >= chain.issued_at > 0:
-            return False
-        now = self.clock.time()
-        chain.rejected_at = now
-        chain.probes, chain.next_probe_at = 0, now + PROBE_FIRST
-        self._save(chain)
-        allowed = max(chain.issued_at + self.services.policy.tokens.min_refresh_interval, chain.paused_until)
-        log.warning("Exact refused the current access token of chain %s (app %s, user %s) with 401: the next "
-                    "refresh goes to Exact %s", chain.id, chain.client_id, chain.user or "?",
-                    "now" if allowed <= now else f"when it allows one, at {utc_text(allowed)}")
-        return True
-
-    def probe_due(self, chain: Chain) -> bool:
-        """While Exact refuses a chain's access token and allows no new one yet: True (once) when one
-        call may go with it anyway to see whether Exact takes it again (an outage that ended), after
-        5 s, then 20, 80, 320 s: a handful of errors at most, well inside the error budget."""
-        if not chain.rejected_at or chain.rejected_at < chain.issued_at:
-            return False
-        now = self.clock.time()
-        if now < chain.next_probe_at or chain.probes >= PROBES:
-            return False
-        chain.probes += 1
-        chain.next_probe_at = now + PROBE_FIRST * 4 ** chain.probes
-        return True
-
-    def accepted(self, chain: Chain) -> None:
-        """Exact answered a call with the chain's current access token, not with 401: it takes it again."""
-        if chain.rejected_at and chain.rejected_at >= chain.issued_at:
-            chain.rejected_at = chain.next_probe_at = 0.0
-            chain.probes = 0
-            if chain.reauth_retry_at:  # the proxy's own verdict, not Exact's refusal of the refresh token
-                chain.needs_reauth, chain.reauth_retry_at = None, 0.0
-            self._save(chain)
-            log.info("Exact accepts the access token of chain %s (app %s) again", chain.id, chain.client_id)
 
     async def serve(self, chain: Chain, upstream, settings, margin: float | None = None) -> TokenAnswer:
         margin = settings.refresh_margin if margin is None else margin
@@ -405,30 +306,6 @@ class TokenBroker:
             "temporarily_unavailable", f"Exact's token endpoint answered {status}"), {},
             f"upstream refresh failed ({status})", 1)
 
-    def _needs_reauth(self, chain: Chain, why: str, retry_at: float = 0.0) -> TokenAnswer:
-        chain.needs_reauth, chain.reauth_retry_at = why, retry_at
-        self._save(chain)
-        log.error("TOKEN CHAIN %s (app %s, user %s) NEEDS A NEW AUTHORIZATION: %s. %s%s", chain.id,
-                  chain.client_id, chain.user or "?", why, self.reauth_text(chain),
-                  f" (the proxy tries Exact once more at {utc_text(retry_at)})" if retry_at else "")
-        return self._reauth_answer(chain)
-
-    def _reauth_answer(self, chain: Chain) -> TokenAnswer:
-        """A chain that needs a person: Exact's final ``invalid_grant`` when its refresh token was refused;
-        while the proxy will still try Exact once more (its access token was refused), a 429 with
-        ``Retry-After`` until then, so a tool's next run after that works again."""
-        now = self.clock.time()
-        if chain.reauth_retry_at > now:
-            wait = int(chain.reauth_retry_at - now) + 1
-            return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact refused the access token of "
-                               f"chain {chain.id} (401); the proxy asks Exact for a new one in {wait} s. "
-                               + self.reauth_text(chain)), {"Retry-After": str(wait)},
-                               f"refused (Exact refused chain {chain.id}'s token; new one in {wait} s)",
-                               reauth=True)
-        return TokenAnswer(400, oauth_error("invalid_grant", self.reauth_text(chain)), {},
-                           "refused (chain needs a new authorization)", reauth=True)
-
-    # -- upstream ----------------------------------------------------------------------------------
     async def _identify(self, upstream, app: str, access_token: str) -> str | None:
         """The user behind a token (``current/Me``: no division, so it costs no call budget)."""
         call = await self.endpoint.get_me(upstream, app, access_token)
@@ -442,12 +319,6 @@ class TokenBroker:
             return None
         return str(user) if user else None
 
-    def reauth_text(self, chain: Chain) -> str:
-        return (f"token chain {chain.id} of app {chain.client_id} needs a new authorization by a person "
-                f"({chain.needs_reauth}). Open the app's authorization URL (/api/oauth2/auth?client_id="
-                f"{chain.client_id}&redirect_uri=...&response_type=code) in a browser through this proxy, and "
-                "let the tool exchange the code; every tool then follows the new chain")
-
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()
         settings = self.services.policy.tokens
@@ -457,16 +328,6 @@ class TokenBroker:
                  "access_rejected": c.rejected_at >= c.issued_at > 0,
                  "token_calls_today": self.book.calls_today(c.key, now)}
                 for c in self.book.chains.values()]
-
-
-def _remembered(hit: Refused, what: str) -> TokenAnswer:
-    return TokenAnswer(hit.status, dict(hit.body), dict(hit.headers), f"answered from memory (Exact refused "
-                       f"this {what} at {utc_text(hit.at)})")
-
-
-def _joined(answer: TokenAnswer, what: str) -> TokenAnswer:
-    return dataclasses.replace(answer, body=dict(answer.body), upstream_calls=0,
-                               decision=f"{answer.decision} (joined a concurrent {what})")
 
 
 def _seconds(body: dict, default: float) -> float:
