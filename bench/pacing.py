@@ -56,19 +56,24 @@ async def _proxy(clock, emu, extra: str):
     return proxy
 
 
+async def _setup(factor: float, extra: str):
+    """The emulator and the proxy on one clock sped up ``factor`` times; headers with a valid token."""
+    from proxy.emulator.runner import start_emulator
+
+    clock = ScaledClock(factor)
+    emu = await start_emulator(clock=clock)
+    proxy = await _proxy(clock, emu, extra)
+    token = emu.state.issue_tokens("test-app")["access_token"]
+    return clock, emu, proxy, {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+
 async def _until_minute(clock, offset: float) -> float:
     await clock.sleep(math.ceil(clock.time() / 60) * 60 - clock.time() + offset)
     return clock.time()
 
 
 async def in_a_row(factor: float, pace: float) -> dict:
-    from proxy.emulator.runner import start_emulator
-
-    clock = ScaledClock(factor)
-    emu = await start_emulator(clock=clock)
-    proxy = await _proxy(clock, emu, f"limits: {{pace: {pace}, probe: false}}\n")
-    token = emu.state.issue_tokens("test-app")["access_token"]
-    h = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, probe: false}}\n")
     waits = []
     async with aiohttp.ClientSession() as s:
         await _until_minute(clock, 0.05)
@@ -85,13 +90,7 @@ async def in_a_row(factor: float, pace: float) -> dict:
 
 
 async def hammer(factor: float, pace: float) -> dict:
-    from proxy.emulator.runner import start_emulator
-
-    clock = ScaledClock(factor)
-    emu = await start_emulator(clock=clock)
-    proxy = await _proxy(clock, emu, f"limits: {{pace: {pace}, max_wait: 600}}\n")
-    token = emu.state.issue_tokens("test-app")["access_token"]
-    h = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, max_wait: 600}}\n")
     done: list[tuple[int, float]] = []
     calls = [21 + i % 2 for i in range(300)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
@@ -117,17 +116,12 @@ async def hammer(factor: float, pace: float) -> dict:
 
 
 async def release_burst(factor: float, divisions: int, spread: bool) -> dict:
-    from proxy.emulator.runner import start_emulator
-
-    clock = ScaledClock(factor)  # slow enough that filling and queueing fit in one minute
-    emu = await start_emulator(clock=clock)
-    proxy = await _proxy(clock, emu, "limits: {pace: 0, probe: false, max_wait: 600}\n")
+    # a slow clock, so that filling and queueing fit in one minute
+    clock, emu, proxy, h = await _setup(factor, "limits: {pace: 0, probe: false, max_wait: 600}\n")
     book = next(f for f in proxy.services.filters if f.name == "call_budget").book
     if not spread:
         book.turns.per_turn = 10 ** 9  # the baseline: every queue released at once
         book.turns.left = book.turns.per_turn
-    token = emu.state.issue_tokens("test-app")["access_token"]
-    h = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     base = proxy.url("b")
     health: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:

@@ -10,32 +10,16 @@ a fraction of a second on the event loop's clock (the one the sockets run on).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
 
 from proxy.policy import Policy, PolicyError, parse_policy
 from tests.fake_upstream import SEEN
-
-
-def _base(upstream) -> str:
-    return str(upstream.make_url("")).rstrip("/")
-
-
-async def _open(proxy, listener: str = "default"):
-    host, port = proxy.bound[listener]
-    return await asyncio.open_connection(host, port)
-
-
-async def _response(reader, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
-    length = int(headers.get("content-length", "0"))
-    body = await asyncio.wait_for(reader.readexactly(length), timeout) if length else b""
-    return status, headers, body
+from tests.raw_http import base_url as _base
+from tests.raw_http import message as _message
+from tests.raw_http import open_raw as _open
+from tests.raw_http import read_response as _response
 
 
 async def _closed_within(reader, timeout: float) -> bool:
@@ -50,9 +34,6 @@ async def _closed_within(reader, timeout: float) -> bool:
         pass
     return True
 
-
-def _message(body: bytes) -> str:
-    return json.loads(body)["error"]["message"]["value"]
 
 
 GET = b"GET /api/v1/1/crm/Accounts?$top=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
