@@ -1,5 +1,6 @@
 """The per-request objects: ``Context`` (what a request carries through the filters) and ``Reply``
-(what comes back up). See ``proxy.pipeline`` for the order of the filters.
+(what comes back up), and ``Next``, the rest of the road a wrapper calls. See ``proxy.pipeline`` for
+the order of the filters and ``proxy.filters.types`` for the hooks a filter has.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict
 
@@ -68,12 +69,6 @@ class Reply:
         if self.release is not None:
             release, self.release = self.release, None
             await release()
-
-
-class Filter(Protocol):
-    name: str
-
-    async def handle(self, ctx: Context, call_next: Next) -> Reply: ...
 
 
 Next = Callable[["Context"], Awaitable[Reply]]

@@ -1,6 +1,7 @@
 """The road every request takes: one ordered list of filters.
 
-A filter is an object with ``name`` and one of two hooks (``proxy.context`` has the types):
+A filter is an object with ``name`` and one of two hooks (``proxy.filters.types`` declares them, with the
+lifecycle hooks ``load``, ``close``, ``snapshot`` and ``metric_rows``, as typed protocols):
 
 ``before(ctx) -> None | Reply | Awaitable[Reply | None]`` (a *step*: it only looks on the way in)
   Runs once, before everything after it in ``ORDER``. ``None``: go on. A ``Reply``: answer locally; the
@@ -21,14 +22,18 @@ sets it, a wrapper sets it with ``ctx.answer(name, reply)``).
 receive shared state from the ``Services`` object the app owns, never from module globals. Steps cost a
 function call and wrappers a coroutine frame that every resumption of the request passes through, so a
 filter is a step unless it has to see or repeat what comes after it.
+
+``compose`` checks every filter once, when it builds the road (``proxy.filters.types.check``): a filter
+with neither hook, both, or a public method that is no hook (a misspelt ``befor`` or ``wnats``) stops the
+start with a ``ContractError``. Nothing is checked per request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
-from proxy.context import Context, Filter, Next, Reply
+from proxy.context import Context, Next, Reply
 from proxy.filters import (
     access_log,
     call_budget,
@@ -43,6 +48,10 @@ from proxy.filters import (
     token_broker,
     token_fresh,
 )
+from proxy.filters.types import Filter, Step, Wants, Wrapper, check
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
@@ -65,22 +74,23 @@ ORDER = (
     forward.Forward,        # send it to Exact, stream the answer back
 )
 
-Step = Callable[[Context], "None | Reply | Awaitable[Reply | None]"]
+_Before = Callable[[Context], "Reply | Awaitable[Reply | None] | None"]
 
 
-def compose(filters: list[Filter]) -> Next:
+def compose(filters: Sequence[Filter]) -> Next:
     """Chain the filters, innermost first: a wrapper's ``call_next`` is whatever follows it; a run of
-    steps becomes one plain function in front of what follows them."""
+    steps becomes one plain function in front of what follows them. Each filter is checked against its
+    contract first (``ContractError`` when it breaks it)."""
 
     async def end(ctx: Context) -> Reply:  # pragma: no cover - forward never calls further
         raise RuntimeError("the last filter must answer")
 
+    checked = [check(f) for f in filters]
     handler: Next = end
-    steps: list[tuple[str, Step]] = []
-    for f in reversed(filters):
-        before = getattr(f, "before", None)
-        if before is not None:
-            steps.insert(0, (f.name, before))
+    steps: list[tuple[str, _Before]] = []
+    for f in reversed(checked):
+        if isinstance(f, Step):
+            steps.insert(0, (f.name, f.before))
             continue
         if steps:
             handler, steps = _steps(tuple(steps), handler), []
@@ -90,19 +100,22 @@ def compose(filters: list[Filter]) -> Next:
     return handler
 
 
-def _wrapper(f: Any, call_next: Next) -> Next:
-    handle, wants = f.handle, getattr(f, "wants", None)
-    if wants is None:
-        def enter(ctx: Context) -> Awaitable[Reply]:
-            return handle(ctx, call_next)
-    else:
+def _wrapper(f: Wrapper, call_next: Next) -> Next:
+    handle = f.handle
+    enter: Next
+    if isinstance(f, Wants):
+        wants = f.wants
+
         def enter(ctx: Context) -> Awaitable[Reply]:
             return handle(ctx, call_next) if wants(ctx) else call_next(ctx)
+    else:
+        def enter(ctx: Context) -> Awaitable[Reply]:
+            return handle(ctx, call_next)
     enter.__qualname__ = f"enter[{f.name}]"
     return enter
 
 
-def _steps(steps: tuple[tuple[str, Step], ...], call_next: Next) -> Next:
+def _steps(steps: tuple[tuple[str, _Before], ...], call_next: Next) -> Next:
     def run(ctx: Context) -> Awaitable[Reply]:
         for i, (name, before) in enumerate(steps):
             got = before(ctx)
@@ -114,23 +127,23 @@ def _steps(steps: tuple[tuple[str, Step], ...], call_next: Next) -> Next:
     return run
 
 
-async def _finish_steps(ctx: Context, name: str, got: Any, rest: tuple[tuple[str, Step], ...],
-                        call_next: Next) -> Reply:
+async def _finish_steps(ctx: Context, name: str, got: Reply | Awaitable[Reply | None],
+                        rest: tuple[tuple[str, _Before], ...], call_next: Next) -> Reply:
     while True:
-        if not isinstance(got, Reply):
-            got = await got
-        if got is not None:
-            return ctx.answer(name, got)
+        reply = got if isinstance(got, Reply) else await got
+        if reply is not None:
+            return ctx.answer(name, reply)
         for i, (step_name, before) in enumerate(rest):
-            got = before(ctx)
-            if got is not None:  # this step answers or waits: go round again with it
-                name, rest = step_name, rest[i + 1:]
+            later = before(ctx)
+            if later is not None:  # this step answers or waits: go round again with it
+                name, rest, got = step_name, rest[i + 1:], later
                 break
         else:
             return await call_next(ctx)
 
 
-def build(services: Any) -> tuple[list[Filter], Next]:
-    """Instantiate ``ORDER`` with the app's shared services; return the filters and the entry point."""
-    filters = [cls(services) for cls in ORDER]
+def build(services: Services) -> tuple[list[Filter], Next]:
+    """Instantiate ``ORDER`` with the app's shared services; return the filters and the entry point
+    (``ContractError`` when a filter breaks its contract)."""
+    filters: list[Filter] = [cls(services) for cls in ORDER]
     return filters, compose(filters)

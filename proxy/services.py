@@ -2,7 +2,9 @@
 
 Contract: ``Services(holder, clock)`` holds the clock, the policy holder, the upstream HTTP client (one
 pool, keep-alive, no cookie jar, no decompression), the store, the metrics, the token broker, the
-upstream resolver and the filters built from ``pipeline.ORDER``. ``start()`` and ``close()`` bracket its
+upstream resolver and the filters built from ``pipeline.ORDER`` (each checked against
+``proxy.filters.types`` as it is built). ``start()`` calls every filter's ``load`` hook, ``close()`` every
+``close`` hook, and the metrics read every ``metric_rows`` hook. ``start()`` and ``close()`` bracket its
 life; ``close()`` releases every connection. ``ssl_for(upstream)`` is the verified TLS context of an
 upstream. The request handler is ``proxy.http.handler``.
 """
@@ -18,6 +20,7 @@ import aiohttp
 
 from proxy import pipeline
 from proxy.clock import Clock, SystemClock
+from proxy.filters import types as hooks
 from proxy.http.resolver import UpstreamResolver
 from proxy.ops.metrics import Metrics
 from proxy.policy.hosts import Upstream
@@ -43,9 +46,8 @@ class Services:
         self.metrics.sources.append(self._token_rows)
         self.filters, self.entry = pipeline.build(self)
         for f in self.filters:  # gauges that belong to a filter are read from it at scrape time
-            rows = getattr(f, "metric_rows", None)
-            if rows is not None:
-                self.metrics.sources.append(rows)
+            if isinstance(f, hooks.Gauges):
+                self.metrics.sources.append(f.metric_rows)
 
     @property
     def policy(self):
@@ -68,9 +70,8 @@ class Services:
         self.store = open_store(self.policy, self.clock)
         await self.store.open()
         for f in self.filters:  # filters that keep state read it back (learned filters, windows, errors)
-            load = getattr(f, "load", None)
-            if load is not None:
-                await load(self.store)
+            if isinstance(f, hooks.Loads):
+                await f.load(self.store)
         await self.tokens.load()
         self.tokens.start()
         self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
@@ -101,9 +102,8 @@ class Services:
             self._summary_task = None
         await self.tokens.stop()
         for f in self.filters:  # filters with state write their final, exact figures (a clean stop)
-            close = getattr(f, "close", None)
-            if close is not None:
-                close()
+            if isinstance(f, hooks.Closes):
+                f.close()
         if self.store is not None:
             await self.store.close()
         if self.http is not None:

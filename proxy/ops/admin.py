@@ -21,6 +21,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from proxy.filters.types import Snapshots
 from proxy.ops import admin_access
 
 log = logging.getLogger("exact_proxy.admin")
@@ -72,10 +73,9 @@ def status(services) -> dict:
         "token_chains": services.tokens.snapshot(),
     }
     for f in services.filters:
-        snap = getattr(f, "snapshot", None)
-        if snap is not None:
+        if isinstance(f, Snapshots):
             try:
-                out[f.name] = snap()
+                out[f.name] = f.snapshot()
             except Exception:  # a broken snapshot must not break the status page
                 log.exception("snapshot of %s failed", f.name)
                 out[f.name] = {"error": "snapshot failed; see the proxy log"}
