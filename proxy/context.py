@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
@@ -101,9 +101,9 @@ class Context:
     bytes_out: int = 0
     header_changes: dict[str, str | None] = field(default_factory=dict)  # for the upstream; None drops
     absolute_form: bool = False           # the tool addressed Exact's own host (HTTP_PROXY style)
-    extra: dict[str, Any] = field(default_factory=dict)
     answered_by: str | None = None        # the filter that answered without Exact (set by the pipeline)
     queued_ms: float = 0.0                # time spent waiting for call budget (set by call_budget)
+    max_wait: tuple[float, str] | None = None  # how long it may queue, and why (call_budget, when it waits)
     upstream_failure: str | None = None   # connect | timeout | reset of the last upstream attempt
     finishers: list[Callable[[Context, int], None]] = field(default_factory=list)
     tokenless: bool = False               # no Authorization at all (set by classify)

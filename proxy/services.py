@@ -1,8 +1,8 @@
 """The state the proxy owns and every filter receives.
 
 Contract: ``Services(holder, clock)`` holds the clock, the policy holder, the upstream HTTP client (one
-pool, keep-alive, no cookie jar, no decompression), the store, the metrics, the token broker, the
-upstream resolver and the filters built from ``pipeline.ORDER`` (each checked against
+pool, keep-alive, no cookie jar, no decompression), the store, the metrics, the error book, the token
+broker, the upstream resolver and the filters built from ``pipeline.ORDER`` (each checked against
 ``proxy.filters.types`` as it is built). ``start()`` calls every filter's ``load`` hook, ``close()`` every
 ``close`` hook, and the metrics read every ``metric_rows`` hook. ``start()`` and ``close()`` bracket its
 life; ``close()`` releases every connection. ``ssl_for(upstream)`` is the verified TLS context of an
@@ -15,32 +15,53 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Iterator
 
 import aiohttp
 
 from proxy import pipeline
 from proxy.clock import Clock, SystemClock
+from proxy.context import Next
+from proxy.errorbudget.book import ErrorBook
 from proxy.filters import types as hooks
+from proxy.filters.types import Filter
 from proxy.http.resolver import UpstreamResolver
-from proxy.ops.metrics import Metrics
+from proxy.ops.metrics import Metrics, Row
+from proxy.policy import Policy
 from proxy.policy.hosts import Upstream
 from proxy.policy.watch import PolicyHolder
-from proxy.store import open_store
+from proxy.store import Store, open_store
 from proxy.tokens.broker import TokenBroker
 
 log = logging.getLogger("exact_proxy.app")
 
 
 class Services:
+    """The shared objects, each a declared attribute; built in this order (the filters last, so they
+    may take any of the others)."""
+
+    holder: PolicyHolder
+    clock: Clock
+    http: aiohttp.ClientSession | None     # opened by start()
+    started_at: float
+    store: Store | None                    # opened by start()
+    metrics: Metrics
+    error_book: ErrorBook                  # shared by error_budget, error_headroom and the token endpoint
+    tokens: TokenBroker
+    resolver: UpstreamResolver
+    filters: list[Filter]
+    entry: Next
+
     def __init__(self, holder: PolicyHolder, clock: Clock | None = None) -> None:
         self.holder = holder
         self.clock = clock or SystemClock()
-        self.http: aiohttp.ClientSession | None = None
+        self.http = None
         self.started_at = time.time()
         self._ssl: dict[str, ssl.SSLContext] = {}
         self.store = None
         self.metrics = Metrics()
-        self._summary_task: asyncio.Task | None = None
+        self._summary_task: asyncio.Task[None] | None = None
+        self.error_book = ErrorBook()
         self.tokens = TokenBroker(self)
         self.resolver = UpstreamResolver(lambda: self.policy)
         self.metrics.sources.append(self._token_rows)
@@ -50,7 +71,7 @@ class Services:
                 self.metrics.sources.append(f.metric_rows)
 
     @property
-    def policy(self):
+    def policy(self) -> Policy:
         return self.holder.current
 
     async def start(self) -> None:
@@ -67,16 +88,16 @@ class Services:
         if hasattr(self.http, "_retry_connection"):
             self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
-        self.store = open_store(self.policy, self.clock)
-        await self.store.open()
+        store = self.store = open_store(self.policy, self.clock)
+        await store.open()
         for f in self.filters:  # filters that keep state read it back (learned filters, windows, errors)
             if isinstance(f, hooks.Loads):
-                await f.load(self.store)
+                await f.load(store)
         await self.tokens.load()
         self.tokens.start()
         self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
 
-    def _token_rows(self):
+    def _token_rows(self) -> Iterator[Row]:
         for chain in self.tokens.snapshot():
             labels = {"app": str(chain["app"]), "chain": str(chain["chain"])}
             yield ("exact_proxy_token_calls_today", "Token-endpoint calls today per chain (Exact allows 200 "
@@ -121,10 +142,11 @@ class Services:
             self._ssl[upstream.ca_bundle] = ctx
         return ctx
 
-    def _policy_changed(self, old, new) -> None:
+    def _policy_changed(self, old: Policy, new: Policy) -> None:
         self._ssl.clear()
-        if old.upstreams != new.upstreams and self.http is not None:
-            self.http.connector.clear_dns_cache()  # a changed connect_to applies to new connections
+        connector = self.http.connector if self.http is not None else None
+        if old.upstreams != new.upstreams and isinstance(connector, aiohttp.TCPConnector):
+            connector.clear_dns_cache()  # a changed connect_to applies to new connections
         for name in ("pool_size", "keepalive_timeout"):
             if getattr(old.forwarding, name) != getattr(new.forwarding, name):
                 log.warning("forwarding.%s changed: it takes effect at the next restart", name)

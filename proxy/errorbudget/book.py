@@ -1,8 +1,9 @@
 """The error book: one shared record of counted errors, upstream blocks and in-flight calls.
 
 Contract
-- ``ErrorBook.of(services)`` is the one book of an app (created on first use), shared by the filters
-  ``error_budget`` (outer: cache, refusal, headers) and ``error_headroom`` (inner, just before forward).
+- ``services.error_book`` is the one book of an app (made by ``Services`` before the filters), shared by
+  the filters ``error_budget`` (outer: cache, refusal, headers) and ``error_headroom`` (inner, just
+  before forward), and the token broker's own calls (``proxy.tokens.endpoint``).
 - ``count(key, now)`` / ``add(key, now)`` / ``reset_at(key, now)``: the rolling window
   (``window.ErrorWindows``); ``add`` also writes the key's times to the store (namespace ``error_counts``).
 - **Reserve before forward.** ``await reserve(key, budget, now_fn)`` admits a call to Exact only while
@@ -30,14 +31,6 @@ class ErrorBook:
         self.store = None
         self._inflight: dict[Key, int] = {}
         self._waiters: dict[Key, list[_Waiter]] = {}
-
-    @classmethod
-    def of(cls, services) -> ErrorBook:
-        book = getattr(services, "error_book", None)
-        if book is None:
-            book = cls()
-            services.error_book = book
-        return book
 
     # -- persistence ---------------------------------------------------------------------------------
     async def load(self, store, now: float, window: float) -> None:

@@ -94,7 +94,7 @@ class CallBudget:
                     rank = self._rank(ctx, settings)
                     max_wait, why = self._max_wait(ctx, settings)
                     deadline = arrived + max_wait
-                    ctx.extra["max_wait"] = (max_wait, why)
+                    ctx.max_wait = (max_wait, why)
                 try:
                     got = await div.acquire(rank, deadline, buckets)
                 except asyncio.CancelledError:  # the tool gave up while its call waited
@@ -143,7 +143,7 @@ class CallBudget:
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "
                     f"({div.day_used}/{div.day_limit}); it resets at {utc_text(refusal.retry_at)}")
         else:
-            wait, why = ctx.extra.get("max_wait", (ctx.policy.limits.max_wait, "max_wait"))
+            wait, why = ctx.max_wait or (ctx.policy.limits.max_wait, "max_wait")
             ctx.decide(f"refused (max_wait {wait:g} s) retry after {refusal.headers['Retry-After']} s")
             text = (f"division {cls.division} of app {cls.app} cannot be served within {wait:g} s ({why}): "
                     f"its calls are queued; retry after {refusal.headers['Retry-After']} s")

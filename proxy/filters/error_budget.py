@@ -60,7 +60,7 @@ class ErrorBudget:
 
     def __init__(self, services) -> None:
         self.services = services
-        self.book = ErrorBook.of(services)
+        self.book = services.error_book
         self.cache = NegativeCache()
 
     async def load(self, store) -> None:
@@ -146,7 +146,7 @@ class ErrorHeadroom:
 
     def __init__(self, services) -> None:
         self.services = services
-        self.book = ErrorBook.of(services)
+        self.book = services.error_book
 
     async def handle(self, ctx, call_next):
         key = _key(ctx)

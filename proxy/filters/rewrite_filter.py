@@ -74,7 +74,7 @@ class RewriteFilter:
                         "mandatory_filters.endpoints in policies.yaml", key, ",".join(fields))
             return reply
         self.learned[key] = expr
-        store = getattr(self.services, "store", None)
+        store = self.services.store
         if store is not None:
             store.put(NAMESPACE, key, expr)
         log.warning("learned: Exact demands a $filter on %s; adding %r from now on (add it under "

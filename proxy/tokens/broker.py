@@ -75,7 +75,7 @@ class TokenBroker(Rejections):
 
     @property
     def store(self):
-        return getattr(self.services, "store", None)
+        return self.services.store
 
     @property
     def last_upstream_ms(self) -> float:

@@ -49,7 +49,7 @@ class TokenEndpoint:
 
     @property
     def book(self) -> ErrorBook:
-        return ErrorBook.of(self.services)
+        return self.services.error_book
 
     async def post_token(self, upstream, app: str, form: dict[str, str]) -> Call:
         return await self._call(upstream, app, TOKEN, "POST", "/api/oauth2/token", data=form,

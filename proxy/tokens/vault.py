@@ -28,7 +28,7 @@ class ChainVault:
 
     @property
     def store(self):
-        return getattr(self.services, "store", None)
+        return self.services.store
 
     async def load(self) -> None:
         store = self.store
