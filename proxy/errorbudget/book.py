@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from proxy.errorbudget.window import ErrorWindows, Key, key_text, parse_key
+
+if TYPE_CHECKING:
+    from proxy.store.base import Store
 
 COUNTS, BLOCKS = "error_counts", "error_blocks"
 
@@ -28,12 +32,12 @@ class ErrorBook:
     def __init__(self) -> None:
         self.windows = ErrorWindows(3600.0)
         self.blocks: dict[Key, float] = {}
-        self.store = None
+        self.store: Store | None = None
         self._inflight: dict[Key, int] = {}
         self._waiters: dict[Key, list[_Waiter]] = {}
 
     # -- persistence ---------------------------------------------------------------------------------
-    async def load(self, store, now: float, window: float) -> None:
+    async def load(self, store: Store, now: float, window: float) -> None:
         self.store = store
         self.windows.window = window
         for text, times in (await store.load(COUNTS)).items():
@@ -182,5 +186,5 @@ class _Waiter:
     __slots__ = ("fut", "waits")
 
     def __init__(self) -> None:
-        self.fut: asyncio.Future | None = None
+        self.fut: asyncio.Future[None] | None = None
         self.waits = 0

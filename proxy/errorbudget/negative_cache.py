@@ -15,6 +15,11 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
+from proxy.errorbudget.window import Key
+
+# (method, path, sorted query parameters, app, json | atom)
+RequestKey = tuple[str, str, tuple[tuple[str, str], ...], str, str]
+
 
 @dataclass(frozen=True)
 class Cached:
@@ -22,10 +27,10 @@ class Cached:
     body: bytes
     content_type: str | None
     stored_at: float
-    group: tuple
+    group: Key
 
 
-def request_key(method: str, path: str, query: str, app: str, accept: str) -> tuple:
+def request_key(method: str, path: str, query: str, app: str, accept: str) -> RequestKey:
     params = sorted(parse_qsl(query, keep_blank_values=True))  # decodes %XX (and + as space)
     fmt = "json" if "json" in accept.lower() else "atom"
     return (method.upper(), unquote(path).lower(), tuple(params), app, fmt)
@@ -33,14 +38,14 @@ def request_key(method: str, path: str, query: str, app: str, accept: str) -> tu
 
 class NegativeCache:
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple, Cached] = OrderedDict()
-        self._groups: Counter[tuple] = Counter()  # entries per (app, division, endpoint)
+        self._entries: OrderedDict[RequestKey, Cached] = OrderedDict()
+        self._groups: Counter[Key] = Counter()  # entries per (app, division, endpoint)
 
-    def has_group(self, group: tuple) -> bool:
+    def has_group(self, group: Key) -> bool:
         """Cheap: lets the caller skip building a request key when nothing of the endpoint is cached."""
         return group in self._groups
 
-    def get(self, key: tuple, now: float, ttl: float) -> Cached | None:
+    def get(self, key: RequestKey, now: float, ttl: float) -> Cached | None:
         hit = self._entries.get(key)
         if hit is None:
             return None
@@ -49,7 +54,7 @@ class NegativeCache:
             return None
         return hit
 
-    def put(self, key: tuple, value: Cached, max_entries: int) -> None:
+    def put(self, key: RequestKey, value: Cached, max_entries: int) -> None:
         if max_entries <= 0:
             return
         if key in self._entries:
@@ -59,13 +64,13 @@ class NegativeCache:
         while len(self._entries) > max_entries:
             self._drop(next(iter(self._entries)))
 
-    def _drop(self, key: tuple) -> None:
+    def _drop(self, key: RequestKey) -> None:
         group = self._entries.pop(key).group
         self._groups[group] -= 1
         if self._groups[group] <= 0:
             del self._groups[group]
 
-    def forget_group(self, group: tuple) -> int:
+    def forget_group(self, group: Key) -> int:
         if group not in self._groups:
             return 0
         gone = [k for k, v in self._entries.items() if v.group == group]

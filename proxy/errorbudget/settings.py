@@ -7,6 +7,10 @@ endpoint in an hour. The proxy stops below that (``budget``), keeping room for e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.policy.reader import Reader
 
 DEFAULT_STATUSES = (400, 401, 403, 404)
 
@@ -25,7 +29,7 @@ class ErrorBudgetSettings:
     block_pause: float = 3600.0         # how long to stop after Exact blocked an endpoint anyway
 
 
-def read_error_budget(r) -> ErrorBudgetSettings:
+def read_error_budget(r: Reader) -> ErrorBudgetSettings:
     d = ErrorBudgetSettings()
     statuses = _statuses(r, "statuses", d.statuses)
     cache = r.mapping("negative_cache")
@@ -50,7 +54,7 @@ def read_error_budget(r) -> ErrorBudgetSettings:
     return s
 
 
-def _statuses(r, key: str, default: frozenset[int]) -> frozenset[int]:
+def _statuses(r: Reader, key: str, default: frozenset[int]) -> frozenset[int]:
     r.seen.add(key)
     value = r.data.get(key)
     if value is None:

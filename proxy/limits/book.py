@@ -21,11 +21,18 @@ Contract
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from proxy.clock import utc_text
+from proxy.clock import Clock, utc_text
 from proxy.limits.buckets import ClockLimiter
 from proxy.limits.division import Division
+from proxy.limits.settings import Bucket, LimitSettings
 from proxy.limits.turns import Turns
+
+if TYPE_CHECKING:
+    from proxy.ops.metrics import Row
+    from proxy.store.base import Store
 
 NAMESPACE = "windows"
 
@@ -37,15 +44,15 @@ def _iso(epoch: float) -> str | None:
 
 
 class Book:
-    def __init__(self, clock) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.divisions: dict[tuple[str, int], Division] = {}
-        self.buckets: dict[tuple, ClockLimiter] = {}
-        self.store = None
-        self._restored: dict[str, dict] = {}
+        self.buckets: dict[tuple[str, int, int, Bucket], ClockLimiter] = {}  # (app, division, rule #, rule)
+        self.store: Store | None = None
+        self._restored: dict[str, dict[str, Any]] = {}
         self.turns = Turns()
 
-    def division(self, app: str, division: int, settings) -> Division:
+    def division(self, app: str, division: int, settings: LimitSettings) -> Division:
         key = (app, division)
         d = self.divisions.get(key)
         if d is None:
@@ -58,7 +65,8 @@ class Book:
             d.apply(settings)
         return d
 
-    def buckets_for(self, app: str, division: int, endpoint: str | None, settings) -> tuple[ClockLimiter, ...]:
+    def buckets_for(self, app: str, division: int, endpoint: str | None, settings: LimitSettings
+                    ) -> tuple[ClockLimiter, ...]:
         if not settings.buckets:
             return ()
         out = []
@@ -73,11 +81,11 @@ class Book:
         return tuple(out)
 
     # -- persistence ---------------------------------------------------------------------------------
-    async def load(self, store) -> None:
+    async def load(self, store: Store) -> None:
         self.store = store
         self._restored = {k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, dict)}
 
-    def restore_all(self, settings) -> None:
+    def restore_all(self, settings: LimitSettings) -> None:
         """Bring back every division of the state file now (status pages show them after a restart)."""
         for key in list(self._restored):
             app, _, div = key.rpartition("|")
@@ -105,7 +113,7 @@ class Book:
             "paused_until": d.paused_until, "streak": d.streak, "known": d.known, "clean": clean,
             "written_at": self.clock.time()})
 
-    def _restore(self, d: Division, rec: dict) -> None:
+    def _restore(self, d: Division, rec: dict[str, Any]) -> None:
         now = self.clock.time()
         d.roll(now)
         try:
@@ -147,7 +155,7 @@ class Book:
             self.persist(d, lease, clean=True)
 
     # -- status --------------------------------------------------------------------------------------
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()
         rows = []
         for d in sorted(self.divisions.values(), key=lambda x: (x.app, x.division)):
@@ -160,7 +168,7 @@ class Book:
                          "paused_until": _iso(d.paused_until) if d.paused_until > now else None})
         return rows
 
-    def metric_rows(self):
+    def metric_rows(self) -> Iterator[Row]:
         now = self.clock.time()
         for d in self.divisions.values():
             d.roll(now)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from aiolimiter import AsyncLimiter
 
+from proxy.clock import Clock
+
 
 class ClockLimiter(AsyncLimiter):
-    def __init__(self, rate: float, per: float, burst: int, clock) -> None:
+    def __init__(self, rate: float, per: float, burst: int, clock: Clock) -> None:
         # aiolimiter: max_rate units per time_period, bucket size max_rate. Burst B refilled at R/P per
         # second is max_rate=B over time_period=B*P/R.
         super().__init__(max_rate=burst, time_period=burst * per / rate)

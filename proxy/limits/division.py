@@ -19,10 +19,14 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
+from proxy.clock import Clock
 from proxy.exact.ratelimit import retry_after_seconds
+from proxy.limits.buckets import ClockLimiter
+from proxy.limits.settings import LimitSettings
 from proxy.limits.turns import Turns
-from proxy.limits.window import Refusal, Window
+from proxy.limits.window import Buckets, Refusal, Window
 
 __all__ = ["Division", "Refusal", "Waiter", "retry_after_seconds"]
 
@@ -31,24 +35,24 @@ _seq = itertools.count()
 
 @dataclass(order=True)
 class Waiter:
-    sort_key: tuple
-    fut: asyncio.Future = field(compare=False)
+    sort_key: tuple[int, int]               # (-rank, arrival): a higher rank first, then in order
+    fut: asyncio.Future[Refusal | None] = field(compare=False)  # None: admitted (its call is reserved)
     deadline: float = field(compare=False)
-    buckets: tuple = field(compare=False)
+    buckets: tuple[ClockLimiter, ...] = field(compare=False)
     since: float = field(compare=False)
 
 
 
 class Division(Window):
-    def __init__(self, app: str, division: int, settings, clock) -> None:
+    def __init__(self, app: str, division: int, settings: LimitSettings, clock: Clock) -> None:
         super().__init__(app, division, settings, clock)
         # the queue exists only while someone waits: an idle division is one object for the GC to walk
         self.waiters: list[Waiter] | tuple[()] = ()
         self.changed: asyncio.Event | None = None
-        self.pump: asyncio.Task | None = None
+        self.pump: asyncio.Task[None] | None = None
         self.turns: Turns | None = None  # shared with every division: releases per loop iteration
     # -- admission -----------------------------------------------------------------------------------
-    def acquire_now(self, buckets=()) -> bool:
+    def acquire_now(self, buckets: Buckets = ()) -> bool:
         """Reserve a call if it can go at once (nobody waits, every window has room): the common case,
         without a coroutine. False: nothing was reserved; ``acquire`` decides."""
         if self.waiters:
@@ -58,7 +62,7 @@ class Division(Window):
             return True
         return False
 
-    async def acquire(self, rank: int, deadline: float, buckets=()) -> float | Refusal:
+    async def acquire(self, rank: int, deadline: float, buckets: Buckets = ()) -> float | Refusal:
         """Reserve a call; returns the seconds waited, or a ``Refusal``."""
         now = self.clock.time()
         reason, until = self.blocked_until(now, buckets)
@@ -73,7 +77,7 @@ class Division(Window):
             est = max(est, until - now)
         if now + est > deadline:
             return self.refusal("max_wait", now + est if math.isfinite(est) else deadline, now)
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Refusal | None] = asyncio.get_running_loop().create_future()
         waiter = Waiter((-rank, next(_seq)), fut, deadline, tuple(buckets), now)
         if not isinstance(self.waiters, list):
             self.waiters = []
@@ -82,12 +86,12 @@ class Division(Window):
         try:
             result = await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.result() == "ok":
+            if fut.done() and not fut.cancelled() and fut.result() is None:
                 self.release(waiter.buckets)  # admitted as the tool went away: never sent, give it back
             elif waiter in self.waiters:
                 self.waiters.remove(waiter)
             raise
-        if result == "ok":
+        if result is None:
             return self.clock.time() - now
         return result
 
@@ -135,7 +139,7 @@ class Division(Window):
                         remaining.append(w)
                         continue
                     self.reserve(w.buckets)
-                    w.fut.set_result("ok")
+                    w.fut.set_result(None)
                     continue
                 if reason == "daily":
                     w.fut.set_result(self.refusal("daily", until, now))
@@ -158,7 +162,7 @@ class Division(Window):
         assert changed is not None  # the pump created it
         changed.clear()
         event = asyncio.ensure_future(changed.wait())
-        tasks = [event]
+        tasks: list[asyncio.Future[Any]] = [event]
         if math.isfinite(until):
             tasks.append(asyncio.ensure_future(self.clock.sleep(max(0.0, until - self.clock.time()))))
         try:

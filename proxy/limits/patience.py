@@ -12,6 +12,7 @@ At most ``TOOLS`` tools are remembered (the least recently seen go first).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import Any
 
 MIN_SECONDS = 3.0
 KEEP = 3
@@ -43,7 +44,7 @@ class Patience:
             return None
         return SHARE * min(q)
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         return [{"listener": t[0], "user_agent": t[1], "gives_up_after_s": round(min(q), 1),
                  "waits_at_most_s": round(SHARE * min(q), 1) if len(q) >= EVIDENCE else None}
                 for t, q in self._seen.items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxy.policy.matching import Match, read_match
+from proxy.policy.reader import Reader
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RetrySettings:
     statuses: frozenset[int] = field(default_factory=lambda: frozenset((408, 503, 599)))
 
 
-def read_limits(r) -> LimitSettings:
+def read_limits(r: Reader) -> LimitSettings:
     d = LimitSettings()
     divisions: dict[int, tuple[int | None, int | None]] = {}
     for name, dr in r.items("divisions"):
@@ -78,16 +79,16 @@ def read_limits(r) -> LimitSettings:
         divisions[div] = (m, day)
     buckets = []
     for br in r.sequence("buckets") or []:
-        div = br.integer("division", 0, minimum=1) if br.has("division") else None
+        bucket_div = br.integer("division", 0, minimum=1) if br.has("division") else None
         ep = br.text("endpoint", None)
         rate = br.number("rate", 60, minimum=0, exclusive_minimum=True)
         per = br.number("per", 60, minimum=0, exclusive_minimum=True)
         burst = br.integer("burst", max(1, int(rate)), minimum=1)
         br.finish()
-        if div is None and ep is None:
+        if bucket_div is None and ep is None:
             br.problem((), "a bucket needs a division, an endpoint, or both")
             continue
-        buckets.append(Bucket(div, ep.lower().strip("/") if ep else None, rate, per, burst))
+        buckets.append(Bucket(bucket_div, ep.lower().strip("/") if ep else None, rate, per, burst))
     priority = tuple(read_match(pr) for pr in r.sequence("priority") or [])
     tools = []
     for tr in r.sequence("tools") or []:
@@ -116,7 +117,7 @@ def read_limits(r) -> LimitSettings:
     return s
 
 
-def read_retry(r) -> RetrySettings:
+def read_retry(r: Reader) -> RetrySettings:
     d = RetrySettings()
     r.seen.add("statuses")
     raw = r.data.get("statuses")

@@ -17,7 +17,7 @@ class Turns:
     def __init__(self, per_turn: int = 16) -> None:
         self.per_turn = per_turn
         self.left = per_turn
-        self._waiting: list[asyncio.Future] = []
+        self._waiting: list[asyncio.Future[None]] = []
         self._refill_due = False
 
     def take(self) -> bool:

@@ -20,10 +20,16 @@ Contract (all times are ``clock.time()`` epoch seconds):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from proxy.clock import Clock
 from proxy.exact.ratelimit import header_int as _int
 from proxy.exact.ratelimit import retry_after_seconds
+from proxy.limits.buckets import ClockLimiter
+from proxy.limits.settings import LimitSettings
+
+Buckets = Sequence[ClockLimiter]  # the token buckets that apply to one request
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Refusal:
 
 
 class Window:
-    def __init__(self, app: str, division: int, settings, clock) -> None:
+    def __init__(self, app: str, division: int, settings: LimitSettings, clock: Clock) -> None:
         self.app, self.division, self.clock = app, division, clock
         self.settings = settings
         self.policy_minute, self.policy_day = settings.window_limits(division)
@@ -60,7 +66,7 @@ class Window:
         self.dirty = False  # something besides the counts changed (limits, pause, probe): write it
 
 
-    def apply(self, settings) -> None:
+    def apply(self, settings: LimitSettings) -> None:
         """A reloaded policy: its limits apply from now on, to this division as to new ones. What Exact
         reported stays: a learned limit is kept where the policy does not cap it lower."""
         self.settings = settings
@@ -87,7 +93,7 @@ class Window:
             self.day_start, self.day_used = day, 0
             self.exact_day_remaining = None
 
-    def blocked_until(self, now: float, buckets=()) -> tuple[str | None, float]:
+    def blocked_until(self, now: float, buckets: Buckets = ()) -> tuple[str | None, float]:
         """Why nothing can be sent now, and until when (``None`` reason: it can go)."""
         self.roll(now)
         if self.day_used >= self.day_limit:
@@ -117,7 +123,7 @@ class Window:
             self.pace_step = (self.minute_start + 60 - now) / left
         return self.pace_start + (self.pace_left - left) * self.pace_step
 
-    def reserve(self, buckets=()) -> None:
+    def reserve(self, buckets: Buckets = ()) -> None:
         self.minute_used += 1
         self.day_used += 1
         for b in buckets:
@@ -125,7 +131,7 @@ class Window:
         if not self.known:
             self.probing = True
 
-    def release(self, buckets=()) -> None:
+    def release(self, buckets: Buckets = ()) -> None:
         self.minute_used = max(0, self.minute_used - 1)
         self.day_used = max(0, self.day_used - 1)
         for b in buckets:
@@ -158,7 +164,7 @@ class Window:
         """Capacity may have changed (the queue overrides this to look again)."""
 
     # -- what Exact says -----------------------------------------------------------------------------
-    def answered(self, headers, learn: bool) -> None:
+    def answered(self, headers: Mapping[str, str], learn: bool) -> None:
         """An answer came back (any status): the probe is over; learn from Exact's headers."""
         now = self.clock.time()
         self.roll(now)
@@ -169,7 +175,7 @@ class Window:
             self._learn(headers, now)
         self.wake()
 
-    def unanswered(self, buckets=(), sent: bool = True) -> None:
+    def unanswered(self, buckets: Buckets = (), sent: bool = True) -> None:
         """A reserved call got no answer from Exact (failure, local answer, cancellation). A call that
         was never ``sent`` is given back. If it was the probe, the probe ends without learning anything
         and the next call probes again: the queue never waits for headers that will not come."""
@@ -179,7 +185,7 @@ class Window:
             self.probing = False
             self.wake()
 
-    def _learn(self, headers, now: float) -> None:
+    def _learn(self, headers: Mapping[str, str], now: float) -> None:
         m_limit = _int(headers.get("X-RateLimit-Minutely-Limit"))
         m_left = _int(headers.get("X-RateLimit-Minutely-Remaining"))
         m_reset = _int(headers.get("X-RateLimit-Minutely-Reset"))
@@ -209,7 +215,7 @@ class Window:
         if m_left is not None or d_left is not None:
             self.streak = 0
 
-    def upstream_429(self, headers, pause_base: float, pause_cap: float) -> float:
+    def upstream_429(self, headers: Mapping[str, str], pause_base: float, pause_cap: float) -> float:
         """Exact said 429: pause this division; returns the pause end."""
         now = self.clock.time()
         self.roll(now)
