@@ -39,19 +39,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.clock import utc_text
 from proxy.exact.client_id import normal_client_id
 from proxy.ops.redact import remember_secret
-from proxy.tokens.answers import TokenAnswer, no_client, oauth_error, ok_body, remembered_answer
+from proxy.tokens.answers import TokenAnswer, joined, no_client, oauth_error, ok_body, remembered_answer
 from proxy.tokens.chains import NAMESPACE, Chain, ChainBook, new_chain_id
 from proxy.tokens.endpoint import Call, TokenEndpoint
 from proxy.tokens.flight import Flights, Refusals, Refused, remembered
 from proxy.tokens.keepalive import KeepAlive
 from proxy.tokens.rejection import Rejections
 from proxy.tokens.sealing import Sealer, fingerprint
+from proxy.tokens.settings import TokenSettings
 from proxy.tokens.vault import ChainVault
+
+if TYPE_CHECKING:
+    from proxy.policy.hosts import Upstream
+    from proxy.services import Services
+    from proxy.store.base import Store
 
 log = logging.getLogger("exact_proxy.tokens")
 
@@ -59,7 +65,7 @@ NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before th
 
 
 class TokenBroker(Rejections):
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.sealer = Sealer.from_env()
         self.book = ChainBook(self.sealer)
@@ -70,11 +76,7 @@ class TokenBroker(Rejections):
         self.vault = ChainVault(services, self.book, self.sealer)
 
     @property
-    def clock(self):
-        return self.services.clock
-
-    @property
-    def store(self):
+    def store(self) -> Store | None:
         return self.services.store
 
     @property
@@ -100,7 +102,7 @@ class TokenBroker(Rejections):
     def _count(self, chain_key: tuple[str, str]) -> None:
         self.vault.count(chain_key)
 
-    def _daily_refusal(self, key: tuple[str, str], settings, now: float) -> TokenAnswer | None:
+    def _daily_refusal(self, key: tuple[str, str], settings: TokenSettings, now: float) -> TokenAnswer | None:
         if self.book.calls_today(key, now) < settings.daily_token_calls:
             return None
         reset = (int(now // 86400) + 1) * 86400
@@ -110,8 +112,8 @@ class TokenBroker(Rejections):
                            "refused (daily token budget)")
 
     # -- the code grant ----------------------------------------------------------------------------
-    async def exchange_code(self, upstream, form: dict[str, str], client_id: str, secret: str | None,
-                            settings) -> TokenAnswer:
+    async def exchange_code(self, upstream: Upstream, form: dict[str, str], client_id: str, secret: str | None,
+                            settings: TokenSettings) -> TokenAnswer:
         code = form.get("code", "")
         remember_secret(code)
         app = normal_client_id(client_id)
@@ -121,11 +123,12 @@ class TokenBroker(Rejections):
         hit = self.refusals.get(rkey, self.clock.time())
         if hit is not None:
             return remembered_answer(hit, "code")
-        answer, joined = await self.flights.run(("code",) + rkey, lambda: self._start_chain(
+        answer, shared = await self.flights.run(("code",) + rkey, lambda: self._start_chain(
             upstream, form, app, secret, settings, rkey))
-        return joined(answer, "exchange") if joined else answer
+        return joined(answer, "exchange") if shared else answer
 
-    async def _start_chain(self, upstream, form, app: str, secret: str, settings, rkey) -> TokenAnswer:
+    async def _start_chain(self, upstream: Upstream, form: dict[str, str], app: str, secret: str,
+                           settings: TokenSettings, rkey: tuple[str, str]) -> TokenAnswer:
         """A code exchange, or a refresh token the proxy has never seen: sent once; a chain is started
         from a successful answer (replacing the app and user's earlier chain, whose tools follow it)."""
         adopting = form.get("grant_type") == "refresh_token"
@@ -158,7 +161,8 @@ class TokenBroker(Rejections):
         return TokenAnswer(200, ok_body(chain, self.clock.time()), {},
                            f"chain {chain.id} {'adopted' if adopting else 'started'}", 1)
 
-    async def _new_chain(self, upstream, app: str, secret: str, body: dict, settings) -> Chain:
+    async def _new_chain(self, upstream: Upstream, app: str, secret: str, body: dict[str, Any],
+                         settings: TokenSettings) -> Chain:
         now = self.clock.time()
         chain = Chain(id=new_chain_id(), client_id=app, upstream=upstream.name,
                       access_token=body["access_token"], access_expires_at=now + _seconds(body, 600),
@@ -171,13 +175,13 @@ class TokenBroker(Rejections):
         self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
         return chain
 
-    def _remember(self, rkey, call: Call) -> None:
+    def _remember(self, rkey: tuple[str, str], call: Call) -> None:
         if remembered(call.status, call.body):
             self.refusals.put(rkey, Refused(call.status, call.body, call.headers, self.clock.time()))
 
     # -- the refresh grant -------------------------------------------------------------------------
-    async def refresh(self, upstream, form: dict[str, str], client_id: str, secret: str | None,
-                      settings) -> TokenAnswer:
+    async def refresh(self, upstream: Upstream, form: dict[str, str], client_id: str, secret: str | None,
+                      settings: TokenSettings) -> TokenAnswer:
         token = form.get("refresh_token", "")
         remember_secret(token)
         app = normal_client_id(client_id)
@@ -190,9 +194,9 @@ class TokenBroker(Rejections):
             hit = self.refusals.get(rkey, now)
             if hit is not None:
                 return remembered_answer(hit, "refresh token")
-            answer, joined = await self.flights.run(("adopt",) + rkey, lambda: self._start_chain(
+            answer, shared = await self.flights.run(("adopt",) + rkey, lambda: self._start_chain(
                 upstream, form, app, secret, settings, rkey))
-            if not joined:
+            if not shared:
                 return answer
             chain, current = self.book.by_refresh(token, self.clock.time(), settings.old_token_window)
             if chain is None:
@@ -209,24 +213,25 @@ class TokenBroker(Rejections):
         answer.decision += f" ({'current' if current else 'earlier'} refresh token)"
         return answer
 
-    async def fresh_access(self, chain: Chain, upstream, settings) -> TokenAnswer:
+    async def fresh_access(self, chain: Chain, upstream: Upstream, settings: TokenSettings) -> TokenAnswer:
         """The chain's answer with a valid access token (status 200), refreshing upstream first when
         the current one expires within a second or Exact refused it."""
         return await self.serve(chain, upstream, settings, margin=1.0)
 
-    async def serve(self, chain: Chain, upstream, settings, margin: float | None = None) -> TokenAnswer:
+    async def serve(self, chain: Chain, upstream: Upstream, settings: TokenSettings,
+                    margin: float | None = None) -> TokenAnswer:
         margin = settings.refresh_margin if margin is None else margin
         cached = self._cached(chain, settings, margin)
         if cached is not None:
             return cached
-        answer, joined = await self.flights.run(("chain", chain.id), lambda: self._refresh_upstream(
+        answer, shared = await self.flights.run(("chain", chain.id), lambda: self._refresh_upstream(
             chain, upstream, settings))
-        if joined:
+        if shared:
             return dataclasses.replace(answer, body=dict(answer.body), upstream_calls=0,
                                        decision="answered from chain (refreshed by a concurrent request)")
         return answer
 
-    def _cached(self, chain: Chain, settings, margin: float) -> TokenAnswer | None:
+    def _cached(self, chain: Chain, settings: TokenSettings, margin: float) -> TokenAnswer | None:
         now = self.clock.time()
         if chain.needs_reauth:
             if chain.reauth_retry_at and now >= chain.reauth_retry_at:
@@ -244,7 +249,8 @@ class TokenBroker(Rejections):
                                f"({int(left)} s left; Exact allows no new token yet)")
         return None
 
-    async def _refresh_upstream(self, chain: Chain, upstream, settings) -> TokenAnswer:
+    async def _refresh_upstream(self, chain: Chain, upstream: Upstream, settings: TokenSettings
+                                ) -> TokenAnswer:
         now = self.clock.time()
         rejected = chain.rejected_at >= chain.issued_at > 0
         allowed = max(chain.issued_at + settings.min_refresh_interval, chain.paused_until)
@@ -306,7 +312,7 @@ class TokenBroker(Rejections):
             "temporarily_unavailable", f"Exact's token endpoint answered {status}"), {},
             f"upstream refresh failed ({status})", 1)
 
-    async def _identify(self, upstream, app: str, access_token: str) -> str | None:
+    async def _identify(self, upstream: Upstream, app: str, access_token: str) -> str | None:
         """The user behind a token (``current/Me``: no division, so it costs no call budget)."""
         call = await self.endpoint.get_me(upstream, app, access_token)
         if call.status != 200:
@@ -330,7 +336,7 @@ class TokenBroker(Rejections):
                 for c in self.book.chains.values()]
 
 
-def _seconds(body: dict, default: float) -> float:
+def _seconds(body: dict[str, Any], default: float) -> float:
     try:
         return float(body.get("expires_in", default))
     except (TypeError, ValueError):

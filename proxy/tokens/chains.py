@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from proxy.tokens.sealing import Sealer, fingerprint
 
@@ -76,7 +77,7 @@ class ChainBook:
         self.chains: dict[str, Chain] = {}
         self._by_refresh: dict[str, str] = {}
         self._by_access: dict[str, str] = {}
-        self.calls: dict[str, list] = {}   # "client|user" -> [utc day number, count]
+        self.calls: dict[str, list[int]] = {}   # "client|user" -> [utc day number, count]
         self.only_app: str | None = None    # the client id when every chain is of one app
 
     def _apps_changed(self) -> None:
@@ -145,13 +146,13 @@ class ChainBook:
         return entry[1]
 
     # -- persistence -----------------------------------------------------------------------------
-    def record(self, chain: Chain) -> dict:
+    def record(self, chain: Chain) -> dict[str, Any]:
         rec = asdict(chain)
         for name in ("access_token", "refresh_token", "client_secret"):
             rec[name] = self.sealer.seal(rec[name])
         return rec
 
-    def load_record(self, rec: dict) -> Chain:
+    def load_record(self, rec: dict[str, Any]) -> Chain:
         known = {f.name for f in fields(Chain)}
         rec = {k: v for k, v in rec.items() if k in known}
         for name in ("access_token", "refresh_token", "client_secret"):

@@ -22,12 +22,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from proxy.clock import utc_text
 from proxy.errorbudget.book import ErrorBook
+from proxy.errorbudget.settings import ErrorBudgetSettings
+from proxy.errorbudget.window import Key
+
+if TYPE_CHECKING:
+    from proxy.policy.hosts import Upstream
+    from proxy.services import Services
 
 log = logging.getLogger("exact_proxy.tokens")
 
@@ -43,7 +49,7 @@ class Call:
 
 
 class TokenEndpoint:
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.last_ms = 0.0
 
@@ -51,19 +57,20 @@ class TokenEndpoint:
     def book(self) -> ErrorBook:
         return self.services.error_book
 
-    async def post_token(self, upstream, app: str, form: dict[str, str]) -> Call:
+    async def post_token(self, upstream: Upstream, app: str, form: dict[str, str]) -> Call:
         return await self._call(upstream, app, TOKEN, "POST", "/api/oauth2/token", data=form,
                                 headers={"Accept": "application/json"},
                                 timeout=aiohttp.ClientTimeout(total=30, connect=10))
 
-    async def get_me(self, upstream, app: str, access_token: str) -> Call:
+    async def get_me(self, upstream: Upstream, app: str, access_token: str) -> Call:
         return await self._call(upstream, app, ME, "GET", "/api/v1/current/Me?$select=UserID",
                                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
                                 timeout=aiohttp.ClientTimeout(total=15))
 
-    async def _call(self, upstream, app: str, endpoint: str, method: str, path: str, **kw) -> Call:
+    async def _call(self, upstream: Upstream, app: str, endpoint: str, method: str, path: str, **kw: Any) -> Call:
         settings = self.services.policy.error_budget
-        key, clock = (app, None, endpoint), self.services.clock
+        key: Key = (app, None, endpoint)
+        clock = self.services.clock
         if settings.enabled:
             refused = self._refusal(key, settings, clock.time())
             if refused is not None:
@@ -81,8 +88,10 @@ class TokenEndpoint:
             self._count(key, call, settings)
         return call
 
-    async def _send(self, upstream, method: str, path: str, **kw) -> Call:
-        http: aiohttp.ClientSession = self.services.http
+    async def _send(self, upstream: Upstream, method: str, path: str, **kw: Any) -> Call:
+        http = self.services.http
+        if http is None:
+            raise RuntimeError("the upstream HTTP session is not open (Services.start opens it)")
         t0 = time.perf_counter()
         try:
             async with http.request(method, upstream.base_url + path, allow_redirects=False,
@@ -108,7 +117,7 @@ class TokenEndpoint:
         finally:
             self.last_ms = (time.perf_counter() - t0) * 1000
 
-    def _refusal(self, key, settings, now: float) -> Call | None:
+    def _refusal(self, key: Key, settings: ErrorBudgetSettings, now: float) -> Call | None:
         why = self.book.refusal(key, settings.budget, now)
         if why is None:
             return None
@@ -121,7 +130,7 @@ class TokenEndpoint:
         return Call(429, {"error": "temporarily_unavailable", "error_description": f"exact-proxy: {text}; "
                           f"retry in {wait} s"}, {"Retry-After": str(wait)}, local=True)
 
-    def _count(self, key, call: Call, settings) -> None:
+    def _count(self, key: Key, call: Call, settings: ErrorBudgetSettings) -> None:
         book, now = self.book, self.services.clock.time()
         if call.status in settings.statuses:
             count = book.add(key, now)

@@ -36,8 +36,12 @@ class Flights(Generic[T]):
         if task is None:
             task = asyncio.ensure_future(make())
             self._running[key] = task
-            task.add_done_callback(lambda t, k=key: self._running.pop(k, None) if self._running.get(k) is t
-                                   else None)
+
+            def done(t: asyncio.Task[T], k: Hashable = key) -> None:
+                if self._running.get(k) is t:
+                    self._running.pop(k, None)
+
+            task.add_done_callback(done)
         return await asyncio.shield(task), joined
 
 
@@ -73,7 +77,7 @@ class Refusals:
         return len(self._seen)
 
 
-def remembered(status: int, body: dict) -> bool:
+def remembered(status: int, body: dict[str, Any]) -> bool:
     """Exact's final word on a code or refresh token: an OAuth error that retrying cannot change (not a
     TooEarly pause, a daily limit or a passing fault)."""
     description = str(body.get("error_description", ""))

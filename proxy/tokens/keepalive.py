@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from proxy.clock import utc_text
+
+if TYPE_CHECKING:
+    from proxy.tokens.broker import TokenBroker
 
 log = logging.getLogger("exact_proxy.tokens")
 
 
 class KeepAlive:
-    def __init__(self, broker) -> None:
+    def __init__(self, broker: TokenBroker) -> None:
         self.broker = broker
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="token-keepalive")

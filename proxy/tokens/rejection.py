@@ -1,6 +1,6 @@
 """When Exact refuses a chain: its access token (401 on an API call) or its refresh token.
 
-Contract (a part of ``TokenBroker``, which supplies ``clock``, ``services`` and ``_save``):
+Contract (a part of ``TokenBroker``, which supplies ``services`` and ``_save``):
 - ``rejected(chain, token)``: Exact answered 401 to ``token``; True when that is the chain's current
   access token (newly). The next refresh then goes upstream as soon as Exact allows one.
 - ``probe_due(chain)``: while Exact refuses the access token and allows no new one yet, True (once)
@@ -15,10 +15,14 @@ Contract (a part of ``TokenBroker``, which supplies ``clock``, ``services`` and 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from proxy.clock import utc_text
+from proxy.clock import Clock, utc_text
 from proxy.tokens.answers import TokenAnswer, oauth_error
 from proxy.tokens.chains import Chain
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 log = logging.getLogger("exact_proxy.tokens")
 
@@ -26,8 +30,11 @@ PROBE_FIRST, PROBES = 5.0, 4  # after a 401, a call tests the token again after 
 
 
 class Rejections:
-    clock: object
-    services: object
+    services: Services
+
+    @property
+    def clock(self) -> Clock:
+        return self.services.clock
 
     def _save(self, chain: Chain) -> None:  # pragma: no cover - the broker's
         raise NotImplementedError

@@ -13,21 +13,26 @@ Contract: ``ChainVault(services, book, sealer)``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from proxy.exact.client_id import normal_client_id
 from proxy.ops.redact import remember_secret
 from proxy.tokens.chains import COUNTS, NAMESPACE, Chain, ChainBook
 from proxy.tokens.sealing import Sealer
 
+if TYPE_CHECKING:
+    from proxy.services import Services
+    from proxy.store.base import Store
+
 log = logging.getLogger("exact_proxy.tokens")
 
 
 class ChainVault:
-    def __init__(self, services, book: ChainBook, sealer: Sealer) -> None:
+    def __init__(self, services: Services, book: ChainBook, sealer: Sealer) -> None:
         self.services, self.book, self.sealer = services, book, sealer
 
     @property
-    def store(self):
+    def store(self) -> Store | None:
         return self.services.store
 
     async def load(self) -> None:
