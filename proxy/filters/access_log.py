@@ -9,21 +9,26 @@ exception from a filter becomes a 500 in Exact's envelope and an ERROR line in `
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
+from proxy.context import Context
 from proxy.ops.logs import log_access
 from proxy.ops.redact import redact_query
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 
 class AccessLog:
     name = "access_log"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    def before(self, ctx):
+    def before(self, ctx: Context) -> None:
         ctx.finishers.append(self._finish)
 
-    def _finish(self, ctx, status: int) -> None:
+    def _finish(self, ctx: Context, status: int) -> None:
         clock = self.services.clock
         self.services.metrics.observe(ctx, status)
         cls = ctx.cls

@@ -20,45 +20,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from proxy.clock import utc_text
+from proxy.context import Context, Next, Reply
 from proxy.errors import exact_error
-from proxy.exact.classify import LIMITED_KINDS
+from proxy.exact.classify import LIMITED_KINDS, Classification
 from proxy.limits.book import Book
-from proxy.limits.division import Refusal
-from proxy.limits.patience import Patience
+from proxy.limits.division import Division, Refusal
+from proxy.limits.patience import Patience, Tool
+from proxy.limits.settings import LimitSettings
+
+if TYPE_CHECKING:
+    from proxy.ops.metrics import Row
+    from proxy.services import Services
+    from proxy.store.base import Store
 
 log = logging.getLogger("exact_proxy.budget")
-
-
 
 
 class CallBudget:
     name = "call_budget"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.book = Book(services.clock)
         self.patience = Patience()
 
-    async def load(self, store) -> None:
+    async def load(self, store: Store) -> None:
         await self.book.load(store)
         self.book.restore_all(self.services.policy.limits)
 
     def close(self) -> None:
         self.book.close(self.services.policy.limits.lease)
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         return self.book.snapshot()
 
-    def metric_rows(self):
+    def metric_rows(self) -> Iterator[Row]:
         return self.book.metric_rows()
 
     @staticmethod
-    def _tool(ctx) -> tuple[str, str]:
+    def _tool(ctx: Context) -> Tool:
         return ctx.listener.name, ctx.request.headers.get("User-Agent", "")
 
-    def _max_wait(self, ctx, settings) -> tuple[float, str]:
+    def _max_wait(self, ctx: Context, settings: LimitSettings) -> tuple[float, str]:
         """How long this call may wait: the first ``limits.tools`` rule that matches, else ``max_wait``;
         never longer than the tool was seen to wait before giving up."""
         wait, why = settings.max_wait, "max_wait"
@@ -72,13 +79,13 @@ class CallBudget:
                 wait, why = learned, "the tool's patience, learned from the calls it abandoned"
         return wait, why
 
-    def _rank(self, ctx, settings) -> int:
+    def _rank(self, ctx: Context, settings: LimitSettings) -> int:
         for match in settings.priority:
             if match.matches(ctx.listener.name, ctx.request.headers):
                 return 1
         return 0
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         settings = ctx.policy.limits
         cls = ctx.cls
         if not settings.enabled or cls is None or cls.division is None or cls.kind not in LIMITED_KINDS:
@@ -102,7 +109,7 @@ class CallBudget:
                         self.patience.observe(self._tool(ctx), self.services.clock.time() - arrived)
                     raise
                 if isinstance(got, Refusal):
-                    return ctx.answer(self.name, self._refuse(ctx, got, div))
+                    return ctx.answer(self.name, self._refuse(ctx, cls, got, div))
                 if got > 0:
                     ctx.queued_ms += got * 1000
                     ctx.decide(f"queued {got * 1000:.0f} ms")
@@ -136,8 +143,7 @@ class CallBudget:
             ctx.decide(f"upstream 429: paused until {utc_text(until)}, replayed")
             await reply.discard()
 
-    def _refuse(self, ctx, refusal: Refusal, div):
-        cls = ctx.cls
+    def _refuse(self, ctx: Context, cls: Classification, refusal: Refusal, div: Division) -> Reply:
         if refusal.reason == "daily":
             ctx.decide(f"refused (daily budget) reset {utc_text(refusal.retry_at)}")
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "
@@ -150,5 +156,5 @@ class CallBudget:
         return exact_error(429, text, refusal.headers)
 
 
-def _n(v) -> str:
+def _n(v: int | None) -> str:
     return "-" if v is None else str(v)

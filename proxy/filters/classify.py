@@ -15,8 +15,14 @@ decision ``refused (<cause>)``. Nothing of it is forwarded, and no error is coun
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from proxy.context import Context, Reply
 from proxy.errors import exact_error
 from proxy.exact.classify import classify
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 UNKNOWN_APP = "unknown"
 TOKEN_KINDS = ("token", "auth")  # their credentials are in the body or the query
@@ -25,10 +31,10 @@ TOKEN_KINDS = ("token", "auth")  # their credentials are in the body or the quer
 class Classify:
     name = "classify"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    def before(self, ctx):
+    def before(self, ctx: Context) -> Reply | None:
         auth = ctx.request.headers.get("Authorization")
         default = ctx.listener.app or ctx.policy.default_app or self.services.tokens.book.only_app \
             or UNKNOWN_APP

@@ -31,14 +31,22 @@ without any credentials are keyed by the pseudo-app ``(no token)``: they never s
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from proxy.clock import utc_text
-from proxy.context import Reply
+from proxy.context import Context, Next, Reply
 from proxy.errorbudget.book import ErrorBook
-from proxy.errorbudget.negative_cache import Cached, NegativeCache, request_key
+from proxy.errorbudget.negative_cache import Cached, NegativeCache, RequestKey, request_key
+from proxy.errorbudget.settings import ErrorBudgetSettings
 from proxy.errorbudget.window import Key
 from proxy.errors import exact_error
 from proxy.exact.classify import LIMITED_KINDS
+
+if TYPE_CHECKING:
+    from proxy.ops.metrics import Row
+    from proxy.services import Services
+    from proxy.store.base import Store
 
 log = logging.getLogger("exact_proxy.error_budget")
 
@@ -48,7 +56,7 @@ MAX_CACHED_BODY = 64 * 1024
 NO_TOKEN = "(no token)"  # the app of calls without credentials: Exact charges them to no app
 
 
-def _key(ctx) -> Key | None:
+def _key(ctx: Context) -> Key | None:
     cls = ctx.cls
     if not ctx.policy.error_budget.enabled or cls is None or not cls.endpoint or cls.kind not in COUNTED_KINDS:
         return None
@@ -58,15 +66,15 @@ def _key(ctx) -> Key | None:
 class ErrorBudget:
     name = "error_budget"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.book = services.error_book
         self.cache = NegativeCache()
 
-    async def load(self, store) -> None:
+    async def load(self, store: Store) -> None:
         await self.book.load(store, self.services.clock.time(), self.services.policy.error_budget.window)
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         key = _key(ctx)
         if key is None:
             return await call_next(ctx)
@@ -94,11 +102,14 @@ class ErrorBudget:
         return self._stamp(reply, key, settings, now)
 
     @staticmethod
-    def _cache_key(ctx) -> tuple:
-        return request_key(ctx.method, ctx.raw_path, ctx.raw_query, ctx.cls.app,
+    def _cache_key(ctx: Context) -> RequestKey:
+        cls = ctx.cls
+        assert cls is not None  # the request has a key (``_key``): classify set it
+        return request_key(ctx.method, ctx.raw_path, ctx.raw_query, cls.app,
                            ctx.request.headers.get("Accept", ""))
 
-    async def _remember(self, reply, cache_key, key, now, settings) -> None:
+    async def _remember(self, reply: Reply, cache_key: RequestKey, key: Key, now: float,
+                        settings: ErrorBudgetSettings) -> None:
         if reply.length is not None and reply.length > MAX_CACHED_BODY:
             return
         body = await reply.read_body()
@@ -107,7 +118,7 @@ class ErrorBudget:
         self.cache.put(cache_key, Cached(reply.status, body, reply.headers.get("Content-Type"), now, key),
                        settings.negative_cache_entries)
 
-    def _stamp(self, reply, key: Key, settings, now: float):
+    def _stamp(self, reply: Reply, key: Key, settings: ErrorBudgetSettings, now: float) -> Reply:
         book = self.book
         if book.clean(key):  # no error counted: the whole budget, a full window ahead
             used, reset = 0, now + settings.window
@@ -119,7 +130,7 @@ class ErrorBudget:
         return reply
 
     # -- status --------------------------------------------------------------------------------------
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         settings = self.services.policy.error_budget
         now = self.services.clock.time()
         rows = []
@@ -134,7 +145,7 @@ class ErrorBudget:
                          "exact_blocked_until": utc_text(until) if until is not None else None})
         return rows
 
-    def metric_rows(self):
+    def metric_rows(self) -> Iterator[Row]:
         for row in self.snapshot():
             yield ("exact_proxy_errors_this_hour", "Upstream errors counted per app, division and endpoint "
                    "in the rolling hour", {"app": row["app"], "division": "" if row["division"] is None else str(row["division"]),
@@ -144,11 +155,11 @@ class ErrorBudget:
 class ErrorHeadroom:
     name = "error_headroom"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.book = services.error_book
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         key = _key(ctx)
         if key is None:
             return await call_next(ctx)
@@ -167,6 +178,7 @@ class ErrorHeadroom:
         if reply.local or ctx.upstream_failure is not None:
             return reply
         now, cls = clock.time(), ctx.cls
+        assert cls is not None  # the request has a key (``_key``): classify set it
         if reply.status in settings.statuses:
             count = book.add(key, now)
             ctx.decide(f"counted error {count}/{settings.budget} {cls.endpoint}")
@@ -183,11 +195,12 @@ class ErrorHeadroom:
                           cls.endpoint, book.count(key, now), utc_text(until))
                 await reply.discard()
                 ctx.answered_by = ctx.answered_by or ErrorBudget.name
-                return refuse(ctx, book, key, settings, now)
+                # (no cause left only with block_pause 0 and room in the budget: the block is over)
+                return refuse(ctx, book, key, settings, now) or _gone(ctx, settings)
         return reply
 
 
-def refuse(ctx, book: ErrorBook, key: Key, settings, now: float) -> Reply | None:
+def refuse(ctx: Context, book: ErrorBook, key: Key, settings: ErrorBudgetSettings, now: float) -> Reply | None:
     """The local answer while Exact's block lasts or the budget is spent; None when neither."""
     why = book.refusal(key, settings.budget, now)
     if why is None:  # nothing counted or blocked (the common case), or room left
@@ -212,7 +225,9 @@ def where_text(key: Key) -> str:
     return f" of app {key[0]}" if key[1] is None else f" in division {key[1]}"
 
 
-def _gone(ctx, settings) -> Reply:  # pragma: no cover - reserve() says no only when refuse() has a cause
+def _gone(ctx: Context, settings: ErrorBudgetSettings) -> Reply:
+    """The refusal when ``refuse()`` finds no cause any more: reserve() said no only when it had one, and
+    a block of ``block_pause: 0`` ends as it starts."""
     return exact_error(settings.refusal_status, "error budget spent", {"Retry-After": "1"})
 
 

@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.context import Reply
+from proxy.context import Context, Next, Reply
 from proxy.errors import exact_error
 from proxy.http import hop
 from proxy.http.body import BodyConsumed, BodyStalled, BodyTooLarge, refusal
+
+if TYPE_CHECKING:
+    from proxy.policy.document import Forwarding
+    from proxy.services import Services
 
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 SMALL_BODY = 64 * 1024  # answers up to this size (declared) are read whole: one write to the client
@@ -36,15 +42,18 @@ NO_BODY_STATUS = frozenset({204, 304})
 class Forward:
     name = "forward"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self._fwd = None
+        self._fwd: Forwarding | None = None
         self._client_timeout: aiohttp.ClientTimeout | None = None
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         up = ctx.upstream
+        assert up is not None  # route chose it (or answered)
         fwd = ctx.policy.forwarding
-        session: aiohttp.ClientSession = self.services.http
+        session = self.services.http
+        if session is None:
+            raise RuntimeError("the upstream HTTP session is not open (Services.start opens it)")
         url = URL(up.base_url + ctx.raw_path + ("?" + ctx.raw_query if ctx.raw_query else ""), encoded=True)
         headers = hop.to_upstream(ctx.request.headers, up.authority)
         for name, value in ctx.header_changes.items():
@@ -118,7 +127,7 @@ class Forward:
             out_headers.popall("Content-Length", None)
         return _reply(resp.status, out_headers, resp.reason, None, _chunks(resp), length, resp)
 
-    def _failed(self, ctx, t0, status, failure, message):
+    def _failed(self, ctx: Context, t0: float, status: int, failure: str, message: str) -> Reply:
         ctx.upstream_ms += (time.perf_counter() - t0) * 1000
         ctx.decide(f"upstream {failure}")
         ctx.upstream_failure = failure
@@ -128,7 +137,9 @@ class Forward:
         return ctx.answer(self.name, reply)
 
 
-def _reply(status, headers, reason, body, stream, length, resp=None):
+def _reply(status: int, headers: CIMultiDict[str], reason: str | None, body: bytes | None,
+           stream: AsyncIterator[bytes] | None, length: int | None, resp: aiohttp.ClientResponse | None = None
+           ) -> Reply:
     if resp is None:
         return Reply(status, headers, body, stream, length, reason=reason)
 
@@ -146,11 +157,11 @@ async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         resp.release()
 
 
-def _timeout(fwd) -> aiohttp.ClientTimeout:
+def _timeout(fwd: Forwarding) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=fwd.total_timeout, connect=fwd.connect_timeout, sock_read=fwd.read_timeout)
 
 
-def _timeout_text(exc: BaseException, fwd) -> str:
+def _timeout_text(exc: BaseException, fwd: Forwarding) -> str:
     text = str(exc)
     if "connect" in text.lower():
         return f"connect_timeout {fwd.connect_timeout:g} s"

@@ -11,35 +11,41 @@ sends exactly once. Refusals carry ``Connection: close``: the rest of the body i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
+from proxy.context import Context, Reply
 from proxy.errors import exact_error
 from proxy.http.body import BodyStalled, BodyTooLarge, ExpectationFailed, RequestBody, refusal
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 
 class ReadBody:
     name = "read_body"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    def before(self, ctx):
+    def before(self, ctx: Context) -> Awaitable[Reply | None] | None:
         policy = ctx.policy
         fwd = policy.forwarding
-        ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer, policy.clients)
-        if ctx.body.absent():  # the common GET: nothing to read, nothing to wait for
+        body = ctx.body = RequestBody(ctx.request, fwd.max_request_body, fwd.replay_buffer, policy.clients)
+        if body.absent():  # the common GET: nothing to read, nothing to wait for
             return None
-        return self._read(ctx)
+        return self._read(ctx, body)
 
-    async def _read(self, ctx):
+    async def _read(self, ctx: Context, body: RequestBody) -> Reply | None:
         try:
-            await ctx.body.prepare()
+            await body.prepare()
         except (BodyTooLarge, BodyStalled, ExpectationFailed) as exc:
             decision, reply = refusal(exc)
             ctx.decide(decision)
-            ctx.bytes_in = ctx.body.size
+            ctx.bytes_in = body.size
             return reply
         except asyncio.IncompleteReadError:
             ctx.decide("client sent a short body")
             return exact_error(400, "the request body ended before its Content-Length")
-        ctx.bytes_in = ctx.body.size
+        ctx.bytes_in = body.size
         return None

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import TYPE_CHECKING
+
+from proxy.context import Context, Next, Reply
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 log = logging.getLogger("exact_proxy.retry")
 
@@ -23,11 +29,11 @@ SAFE = frozenset(("GET", "HEAD"))
 class Retry:
     name = "retry"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.random = random.Random()
 
-    def _transient(self, ctx, reply, statuses) -> str | None:
+    def _transient(self, ctx: Context, reply: Reply, statuses: frozenset[int]) -> str | None:
         failure = ctx.upstream_failure
         if failure == "connect":
             return "connection failure"
@@ -43,7 +49,7 @@ class Retry:
             return "empty answer"
         return None
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         settings = ctx.policy.retry
         attempt = 0
         while True:

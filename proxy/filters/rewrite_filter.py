@@ -23,9 +23,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
+from proxy.context import Context, Next, Reply
 from proxy.errors import exact_error
 from proxy.exact.mandatory import add_filter, custom_options, has_filter, neutral_filter, parse_allowed_fields
+
+if TYPE_CHECKING:
+    from proxy.services import Services
+    from proxy.store.base import Store
 
 log = logging.getLogger("exact_proxy.rewrite_filter")
 NAMESPACE = "learned_filters"
@@ -34,22 +40,23 @@ NAMESPACE = "learned_filters"
 class RewriteFilter:
     name = "rewrite_filter"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.learned: dict[str, str] = {}
 
-    async def load(self, store) -> None:
+    async def load(self, store: Store) -> None:
         """Read the endpoints learned in earlier runs."""
         self.learned.update({k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, str)})
 
-    def wants(self, ctx) -> bool:
+    def wants(self, ctx: Context) -> bool:
         """An unfiltered GET of a list (not a row by key) of a REST or bulk endpoint."""
         cls = ctx.cls
         return not (ctx.method != "GET" or cls is None or cls.kind not in ("rest", "bulk") or cls.entity_key
                     or not cls.endpoint or has_filter(ctx.raw_query))
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         cls = ctx.cls
+        assert cls is not None and cls.endpoint  # wants() let only classified calls of an endpoint in
         settings = ctx.policy.mandatory_filters
         key = cls.endpoint
         expr = settings.endpoints.get(key) or self.learned.get(key)
@@ -93,7 +100,7 @@ def _names(custom: list[str], most: int = 5) -> str:
     return shown + (f" and {len(custom) - most} more" if len(custom) > most else "")
 
 
-def _refuse(ctx, key: str, custom: list[str]):
+def _refuse(ctx: Context, key: str, custom: list[str]) -> Reply:
     names = _names(custom)
     ctx.decide(f"refused (no $filter; options without $: {names})")
     return exact_error(400, f"{key} has mandatory filtering and this GET has no $filter. Exact ignores query "

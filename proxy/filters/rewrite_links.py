@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
+from proxy.context import Context, Next, Reply
 from proxy.exact.links import BodyCodec, LinkRewriter, plan, replace_all
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 REWRITABLE = ("json", "xml")  # content types whose bodies are rewritten
 UNSUPPORTED = "unsupported"
@@ -48,10 +53,10 @@ def _decodable(accept: str) -> str:
 class RewriteLinks:
     name = "rewrite_links"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         enabled, base = ctx.policy.links.resolve(ctx.listener.name, ctx.request.headers)
         if not enabled or ctx.absolute_form:
             return await call_next(ctx)
@@ -64,9 +69,11 @@ class RewriteLinks:
         public = base or ctx.listener.public_base_url or _from_host(ctx)
         if public is None:
             return reply
+        upstream = ctx.upstream  # set by route whenever Exact answered
         headers = reply.headers
         if "Location" in headers or "Content-Location" in headers:
-            rw = LinkRewriter(ctx.upstream.base_url, public)
+            assert upstream is not None
+            rw = LinkRewriter(upstream.base_url, public)
             for name in ("Location", "Content-Location"):
                 if name in headers:
                     headers[name] = rw.header(headers[name])
@@ -78,20 +85,22 @@ class RewriteLinks:
                        f"{headers.get('Content-Encoding', '').strip().lower()})")
             return reply
         if reply.body is not None:
-            new, replaced = _rewrite_whole(plan(ctx.upstream.base_url, public), reply.body, encoding)
+            assert upstream is not None
+            new, replaced = _rewrite_whole(plan(upstream.base_url, public), reply.body, encoding)
             if replaced:
                 reply.body = new
                 reply.length = len(new)
                 ctx.decide("links rewritten")
             return reply
         if reply.stream is not None:
-            rw = LinkRewriter(ctx.upstream.base_url, public)
+            assert upstream is not None
+            rw = LinkRewriter(upstream.base_url, public)
             reply.stream = _rewrite_stream(ctx, rw, reply.stream, BodyCodec(encoding))
             reply.length = None
         return reply
 
 
-def _from_host(ctx) -> str | None:
+def _from_host(ctx: Context) -> str | None:
     host = ctx.request.headers.get("Host")
     if not host:
         return None
@@ -118,7 +127,7 @@ def _rewrite_whole(pairs: dict[bytes, bytes], body: bytes, encoding: str) -> tup
     return codec.encode(new) + codec.encode_end(), replaced
 
 
-async def _rewrite_stream(ctx, rw: LinkRewriter, stream: AsyncIterator[bytes], codec: BodyCodec
+async def _rewrite_stream(ctx: Context, rw: LinkRewriter, stream: AsyncIterator[bytes], codec: BodyCodec
                           ) -> AsyncIterator[bytes]:
     async for chunk in stream:
         out = codec.encode(rw.feed(codec.decode(chunk)))

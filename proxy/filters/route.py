@@ -20,9 +20,14 @@ The proxy therefore never forwards to a host that is not in ``upstreams`` of the
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from proxy.context import Context, Reply
 from proxy.errors import exact_error
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
@@ -39,10 +44,10 @@ def _upstream_port(base_url: str) -> tuple[int, bool]:
 class Route:
     name = "route"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    def before(self, ctx):
+    def before(self, ctx: Context) -> Reply | None:
         policy = ctx.policy
         if ctx.method == "CONNECT":
             ctx.decide("refused (CONNECT)")

@@ -20,43 +20,54 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from proxy.context import Reply
+from proxy.context import Context, Reply
+from proxy.exact.classify import Classification
 from proxy.exact.client_id import normal_client_id
 from proxy.exact.credentials import basic_credentials
+from proxy.tokens.settings import TokenSettings
+
+if TYPE_CHECKING:
+    from proxy.services import Services
+    from proxy.tokens.broker import TokenBroker as Broker
 
 
 class TokenBroker:
     name = "token_broker"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     @property
-    def broker(self):
+    def broker(self) -> Broker:
         return self.services.tokens
 
-    def before(self, ctx):
+    def before(self, ctx: Context) -> Awaitable[Reply] | None:
         settings = ctx.policy.tokens
-        if not settings.broker or ctx.cls is None:
+        cls = ctx.cls
+        if not settings.broker or cls is None:
             return None
-        if ctx.cls.kind == "token":
+        if cls.kind == "token":
             if ctx.method != "POST":
                 return None
-            return self._token_request(ctx, settings)
+            return self._token_request(ctx, cls, settings)
         auth = ctx.request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
             chain = self.broker.book.by_access(token)
             if chain is not None:
                 ctx.chain, ctx.bearer = chain, token
-                if ctx.cls.app != chain.client_id:
-                    ctx.cls = dataclasses.replace(ctx.cls, app=chain.client_id)
+                if cls.app != chain.client_id:
+                    ctx.cls = dataclasses.replace(cls, app=chain.client_id)
         return None
 
-    async def _token_request(self, ctx, settings) -> Reply:
-        body = await ctx.body.read_all(64 * 1024)
+    async def _token_request(self, ctx: Context, cls: Classification, settings: TokenSettings) -> Reply:
+        upstream, request_body = ctx.upstream, ctx.body
+        assert upstream is not None and request_body is not None  # route and read_body set them
+        body = await request_body.read_all(64 * 1024)
         form = {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         client_id, secret = form.get("client_id"), form.get("client_secret")
         basic = basic_credentials(ctx.request.headers.get("Authorization"))
@@ -71,10 +82,10 @@ class TokenBroker:
                           "exact-proxy: client_id missing (send it in the body or as HTTP Basic)"}, {}, "refused (no client_id)")
         answer = None
         if grant == "authorization_code":
-            answer = await self.broker.exchange_code(ctx.upstream, form, client_id, secret, settings)
+            answer = await self.broker.exchange_code(upstream, form, client_id, secret, settings)
         elif grant == "refresh_token" and form.get("refresh_token"):
-            answer = await self.broker.refresh(ctx.upstream, form, client_id, secret, settings)
-        ctx.cls = dataclasses.replace(ctx.cls, app=normal_client_id(client_id))
+            answer = await self.broker.refresh(upstream, form, client_id, secret, settings)
+        ctx.cls = dataclasses.replace(cls, app=normal_client_id(client_id))
         if answer is None:
             return _oauth(ctx, 400, {"error": "unsupported_grant_type", "error_description":
                           f"exact-proxy: grant_type {grant!r} with these fields is not supported"}, {},
@@ -87,7 +98,7 @@ class TokenBroker:
         return _oauth(ctx, answer.status, answer.body, answer.headers, answer.decision)
 
 
-def _oauth(ctx, status: int, body: dict, headers: dict, decision: str) -> Reply:
+def _oauth(ctx: Context, status: int, body: dict[str, Any], headers: dict[str, str], decision: str) -> Reply:
     ctx.decide(decision)
     h = {"Cache-Control": "no-store", "Pragma": "no-cache", **headers}
     return Reply.make_local(status, json.dumps(body).encode(), h)

@@ -21,27 +21,37 @@ Contract, for API calls whose Bearer token belongs to a known chain (``ctx.chain
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
+from proxy.context import Context, Next, Reply
 from proxy.errors import exact_error
+from proxy.tokens.answers import TokenAnswer
+from proxy.tokens.chains import Chain
+from proxy.tokens.settings import TokenSettings
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 
 class TokenFresh:
     name = "token_fresh"
 
-    def __init__(self, services) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    def wants(self, ctx) -> bool:
+    def wants(self, ctx: Context) -> bool:
         return ctx.chain is not None
 
-    async def handle(self, ctx, call_next):
+    async def handle(self, ctx: Context, call_next: Next) -> Reply:
         chain, broker, settings = ctx.chain, self.services.tokens, ctx.policy.tokens
         token = ctx.bearer
+        assert chain is not None and token is not None  # wants(): a known chain (token_broker set both)
         now = self.services.clock.time()
         stale = token != chain.access_token or chain.access_expires_at <= now + 1 or \
             chain.rejected_at >= chain.issued_at > 0
         if chain.needs_reauth or (stale and settings.substitute_expired):
             upstream = self.services.policy.upstreams.get(chain.upstream) or ctx.upstream
+            assert upstream is not None  # route chose one (or answered)
             answer = await broker.fresh_access(chain, upstream, settings)
             if answer.status != 200 and not (token == chain.access_token and broker.probe_due(chain)):
                 return ctx.answer(self.name, await self._refuse(ctx, chain, answer, settings))
@@ -61,7 +71,7 @@ class TokenFresh:
             broker.accepted(chain)
         return reply
 
-    async def _refuse(self, ctx, chain, answer, settings):
+    async def _refuse(self, ctx: Context, chain: Chain, answer: TokenAnswer, settings: TokenSettings) -> Reply:
         if answer.reauth:
             if settings.loop_delay:
                 await asyncio.sleep(settings.loop_delay)  # real time: it slows a real tool's loop
