@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.clock import ScaledClock
 from proxy.demo.legacy_tool import LegacyTool, ToolReport
@@ -31,7 +32,7 @@ DIVISIONS = (101, 102, 103)
 class RunResult:
     tool: ToolReport
     exact: dict[str, int]
-    proxy: dict[str, object] = field(default_factory=dict)
+    proxy: dict[str, Any] = field(default_factory=dict)
 
 
 class LiveLog:
@@ -123,7 +124,7 @@ async def _run(factor: float, seconds: float, through_proxy: bool, out) -> RunRe
         tool = LegacyTool(base, clock, divisions=DIVISIONS, deleted_id=deleted)
         report = await tool.run(seconds * factor)
         result = RunResult(tool=report, exact=exact_counts(emu.state))
-        if server is not None:
+        if server is not None and live is not None:  # both or neither
             totals = server.services.metrics.totals
             result.proxy = {"queued": totals.get("queued", 0),
                             "longest_wait_s": server.services.metrics.longest_wait_ms / 1000,  # clock ms

@@ -166,7 +166,7 @@ def load_config(path: str) -> EmulatorConfig:
     try:
         return EmulatorConfig.from_dict(data)
     except SettingError as exc:
-        line = _key_lines(text).get(exc.key)
-        raise ValueError(f"{path}{':' + str(line) if line else ''}: {exc}") from None
+        at = _key_lines(text).get(exc.key)
+        raise ValueError(f"{path}{':' + str(at) if at else ''}: {exc}") from None
     except TypeError as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 BASE_MS = 1_640_995_200_000  # 2022-01-01T00:00:00Z
 
@@ -151,6 +152,7 @@ class Dataset:
         n = self.count(f"{e.service}/{e.name.lower()}", e)
         out = []
         for i in range(n):
+            row: dict[str, Any]
             gid = _guid(rng)
             modified = BASE_MS + rng.randrange(0, 3 * 365 * 86400) * 1000
             name = f"{rng.choice(WORDS)} {rng.choice(WORDS)} B.V."

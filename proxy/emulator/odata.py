@@ -42,6 +42,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if not m or m.end() == pos:
             raise ValueError(f"cannot read the $filter at position {pos}: {text[pos:pos + 20]!r}")
         kind = m.lastgroup
+        assert kind is not None  # every token is a named group
         out.append((kind, m.group(kind)))
         pos = m.end()
         while pos < len(text) and text[pos].isspace():

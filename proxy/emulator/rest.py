@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -47,7 +48,7 @@ def _json(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def serve(emu, request, division: int, rest: str, base: str, query: dict[str, str], raw_query: str,
+def serve(emu, request, division: int, rest: str, base: str, query: Mapping[str, str], raw_query: str,
           body: bytes = b"") -> Answer:
     count_only = False
     if rest.lower().endswith("/$count"):

@@ -31,6 +31,6 @@ async def start_emulator(config=None, clock=None, host: str = "127.0.0.1", port:
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # port 0 picks a free port
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # port 0 picks a free port
     scheme = "https" if ssl_context else "http"
     return RunningEmulator(f"{scheme}://{host}:{bound}", app, app[EMULATOR], runner)

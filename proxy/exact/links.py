@@ -89,6 +89,9 @@ LEVEL = 1
 class BodyCodec:
     """Decode then re-encode a body chunk by chunk for ``gzip``/``deflate``; identity passes."""
 
+    _d: zlib._Decompress | None
+    _c: zlib._Compress | None
+
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
         if encoding == "gzip":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.errors import envelope
@@ -43,7 +44,7 @@ class TimedRequestHandler(RequestHandler):
         super().__init__(*args, **kwargs)
         self._head_timeout = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
-        self._payload = None  # the body of the newest request head, while it is still coming
+        self._payload: StreamReader | None = None  # the newest request head's body, while it comes
         # loop time of the first byte, when a guard in front (listen.ConnectGuard) read it first
         self.head_started: float | None = None
 

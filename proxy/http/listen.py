@@ -106,7 +106,7 @@ class ConnectGuard(asyncio.Protocol):
         if self._head[:8].upper() != b"CONNECT ":
             head, self._head = self._head, b""
             self._attach()
-            self.inner.data_received(head)
+            self.inner.data_received(head)  # type: ignore[union-attr]
             return
         end = self._head.find(b"\r\n\r\n")
         if end < 0 and len(self._head) < MAX_CONNECT_HEAD:

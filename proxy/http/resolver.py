@@ -16,10 +16,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+
+if TYPE_CHECKING:
+    from proxy.policy import Policy
 
 
 def _target(base_url: str) -> tuple[str, int]:
@@ -28,7 +32,7 @@ def _target(base_url: str) -> tuple[str, int]:
 
 
 class UpstreamResolver(AbstractResolver):
-    def __init__(self, policy: Callable[[], object]) -> None:
+    def __init__(self, policy: Callable[[], Policy]) -> None:
         self._policy = policy
         self._resolver: AbstractResolver | None = None  # created inside the running loop, on first use
 

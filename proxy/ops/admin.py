@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.filters.types import Snapshots
 from proxy.ops import admin_access
+
+if TYPE_CHECKING:
+    from proxy.services import Services
 
 log = logging.getLogger("exact_proxy.admin")
 
@@ -33,14 +37,14 @@ def is_admin_path(path: str) -> bool:
     return path.startswith("/_proxy/") or path == "/metrics" or path.startswith("/metrics?")
 
 
-def _store(services) -> dict:
+def _store(services: Services) -> dict[str, Any]:
     store = services.store
     if store is None:
         return {"kind": "none", "healthy": True}
     return {"kind": store.describe(), "healthy": bool(store.healthy)}
 
 
-def health(services) -> tuple[int, dict]:
+def health(services: Services) -> tuple[int, dict[str, Any]]:
     policy = services.policy
     store = _store(services)
     body = {
@@ -52,15 +56,15 @@ def health(services) -> tuple[int, dict]:
         "state": store,
     }
     if not store["healthy"]:
-        cause = getattr(services.store, "problem", None)
+        cause = services.store.problem if services.store is not None else None
         body["reason"] = (f"{cause}; " if cause else "") + ("the state store cannot write; counters are kept "
                                                              "in memory only")
     return (200 if store["healthy"] else 503), body
 
 
-def status(services) -> dict:
+def status(services: Services) -> dict[str, Any]:
     policy = services.policy
-    out = {
+    out: dict[str, Any] = {
         "now": services.clock.time(),
         "policy": policy.source,
         "uptime_s": round(time.time() - services.started_at, 1),
@@ -82,11 +86,11 @@ def status(services) -> dict:
     return out
 
 
-def _local_counts(services) -> dict:
+def _local_counts(services: Services) -> dict[str, int]:
     return services.metrics.local_counts()
 
 
-async def dispatch(request: web.BaseRequest, services) -> web.Response:
+async def dispatch(request: web.BaseRequest, services: Services) -> web.Response:
     refused = admin_access.refusal(request, services.policy)
     if refused is not None:
         return web.json_response({"error": refused}, status=403)

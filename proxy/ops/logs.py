@@ -159,7 +159,7 @@ class _LineBuffer:
     the proxy down."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         self._lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:

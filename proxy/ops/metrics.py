@@ -20,10 +20,14 @@ the filter, e.g. ``local:call_budget``), ``failed`` (no answer from Exact: conne
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from proxy.context import Context
 
 Row = tuple[str, str, dict[str, str], float]
 
@@ -45,7 +49,7 @@ class Metrics:
         self.totals: Counter[str] = Counter()
         self.longest_wait_ms = 0.0
 
-    def observe(self, ctx, status: int) -> None:
+    def observe(self, ctx: Context, status: int) -> None:
         by = ctx.answered_by
         if ctx.upstream_failure is not None:
             outcome, by = "failed", None
@@ -113,7 +117,7 @@ class _Counters:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def collect(self):
+    def collect(self) -> Iterator[CounterMetricFamily]:
         m = self.metrics
         for name, help_text, labels, counts in (
                 ("exact_proxy_requests", "Requests answered, by outcome and status class", ["outcome", "status"],
@@ -134,7 +138,7 @@ class _Gauges:
     def __init__(self, sources: list[Callable[[], Iterable[Row]]]) -> None:
         self.sources = sources
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         families: dict[str, GaugeMetricFamily] = {}
         for source in self.sources:
             for name, help_text, labels, value in source():

@@ -8,7 +8,11 @@ The names are looked up on first use, so that a section's reader elsewhere (``pr
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what __getattr__ gives, for the type checker
+    from proxy.policy.document import Policy, load_policy, parse_policy
+    from proxy.policy.reader import PolicyError
 
 __all__ = ["Policy", "PolicyError", "load_policy", "parse_policy"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from proxy.errorbudget.settings import ErrorBudgetSettings, read_error_budget
@@ -30,6 +31,9 @@ from proxy.policy.reader import PolicyError, Problem, Reader, parse
 from proxy.tokens.settings import TokenSettings, read_tokens
 
 __all__ = ["KNOWN_EXACT_HOSTS", "Listener", "Policy", "PolicyError", "Upstream", "load_policy", "parse_policy"]
+
+
+_P = TypeVar("_P", str, "str | None")  # a file name, or an optional one
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class MandatoryFilterSettings:
     learn: bool = True
 
 
-DEFAULT_MANDATORY = {e: DEFAULT_FILTER for e in (
+DEFAULT_MANDATORY: dict[str, str] = {e: DEFAULT_FILTER for e in (
     "crm/accounts", "bulk/crm/accounts", "logistics/items", "bulk/logistics/items")}
 
 
@@ -318,7 +322,7 @@ def _resolve_paths(policy: Policy, base: str) -> Policy:
     """Relative file names in the policy are relative to the policy file's directory."""
     from dataclasses import replace
 
-    def resolve(p: str | None) -> str | None:
+    def resolve(p: _P) -> _P:
         if p is None or p == ":memory:" or "://" in p or os.path.isabs(p):
             return p
         return os.path.join(base, p)

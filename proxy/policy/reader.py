@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -187,8 +187,17 @@ class Reader:
             return default
         return value
 
-    def text(self, key: str, default: str | None = _MISSING, *, choices: tuple[str, ...] | None = None
+    @overload
+    def text(self, key: str, default: str, *, choices: tuple[str, ...] | None = None) -> str: ...
+
+    @overload
+    def text(self, key: str, default: str | None = ..., *, choices: tuple[str, ...] | None = None
+             ) -> str | None: ...
+
+    def text(self, key: str, default: Any = _MISSING, *, choices: tuple[str, ...] | None = None
              ) -> str | None:
+        """The text at ``key``: ``default`` when it is absent (required when no default is given: then
+        None and a problem), or when it is not text (a problem)."""
         value = self.raw(key, default)
         if value is None:
             return None

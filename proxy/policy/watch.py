@@ -60,7 +60,7 @@ class PolicyHolder:
         self._settling: tuple | None = None
         self._missing_reported = False
         text = _read(path) if path else None
-        self._good = Outline.of(text, path) if text is not None else None  # the last good file
+        self._good = Outline.of(text, path) if text is not None and path else None  # the last good file
         self.reloads = 0
         self.refusals = 0
 

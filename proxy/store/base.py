@@ -21,10 +21,14 @@ from typing import Any
 
 class Store(abc.ABC):
     healthy: bool = True
-    problem: str | None = None
 
     def __init__(self) -> None:
         self._view: dict[str, dict[str, Any]] = {}
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot write, in words; None while it can."""
+        return None
 
     def put(self, namespace: str, key: str, value: Any) -> None:
         self._view.setdefault(namespace, {})[key] = value

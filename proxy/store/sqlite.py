@@ -143,7 +143,8 @@ class SqliteStore(Store):
         log.error("%s; its counters and token chains would be gone at the next start: writing the whole "
                   "current state (%d entries) to a new file", self._lost, entries)
         self.healthy = False
-        foreign = self._identity.foreign()
+        identity = self._identity
+        foreign = identity.foreign() if identity is not None else None
         if foreign:  # before our connection closes: SQLite removes -wal and -shm by name when it does
             with contextlib.suppress(OSError):
                 aside = sqlite_file.move_aside(self.path, "replaced", only=foreign)

@@ -122,7 +122,7 @@ class LocalCA:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "exact-proxy"),
             x509.NameAttribute(NameOID.COMMON_NAME, f"exact-proxy local CA {host} {_when(now):%Y-%m-%d}"),
         ])
-        permitted_names = [x509.DNSName(n) for n in (*LOOPBACK_NAMES, *sorted(KNOWN_EXACT_HOSTS))]
+        permitted_names: list[x509.GeneralName] = [x509.DNSName(n) for n in (*LOOPBACK_NAMES, *sorted(KNOWN_EXACT_HOSTS))]
         permitted_names += [x509.IPAddress(ipaddress.ip_network(n)) for n in LOOPBACK_NETS]
         for extra in permitted:
             gn = _general_name(extra)
@@ -200,7 +200,8 @@ class LocalCA:
         gn = _general_name(name)
         for sub in nc.permitted_subtrees or ():
             if isinstance(gn, x509.IPAddress) and isinstance(sub, x509.IPAddress):
-                if gn.value in sub.value:
+                net = sub.value  # a name constraint's IP is a network
+                if isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network) and gn.value in net:
                     return True
             elif isinstance(gn, x509.DNSName) and isinstance(sub, x509.DNSName):
                 base = sub.value.lower().lstrip(".")

@@ -98,7 +98,8 @@ def _constraints(ca: LocalCA) -> str:
 def instructions(ca: LocalCA) -> str:
     pem, key = ca.cert_path, ca.key_path
     until = dt.datetime.fromtimestamp(ca.not_after, tz=dt.UTC).strftime("%Y-%m-%d")
-    cn = ca.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    value = ca.cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    cn = value if isinstance(value, str) else value.decode()
     return f"""\
 Local CA of exact-proxy
   certificate:  {pem}

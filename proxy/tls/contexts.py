@@ -20,9 +20,13 @@ import os
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from proxy.clock import Clock
 from proxy.tls.ca import Leaf, LocalCA
+
+if TYPE_CHECKING:
+    from proxy.policy import Policy
 
 log = logging.getLogger("exact_proxy.tls")
 
@@ -50,7 +54,7 @@ def _load_leaf(ctx: ssl.SSLContext, leaf: Leaf) -> None:
 
 
 class ServerContexts:
-    def __init__(self, policy: Callable[[], object], clock: Clock) -> None:
+    def __init__(self, policy: Callable[[], Policy], clock: Clock) -> None:
         self._policy = policy
         self.clock = clock
         self._ca: LocalCA | None = None

@@ -29,6 +29,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -36,6 +37,9 @@ from aiohttp import web
 from proxy.errors import envelope
 from proxy.tls.ca import CAError
 from proxy.tls.contexts import ServerContexts
+
+if TYPE_CHECKING:
+    from proxy.policy.hosts import Upstream
 
 log = logging.getLogger("exact_proxy.connect")
 
@@ -48,7 +52,7 @@ class Decision:
     action: str                  # intercept | tunnel | refuse
     host: str = ""
     port: int = 0
-    upstream: object | None = None
+    upstream: Upstream | None = None  # set for intercept
     status: int = 403
     reason: str = ""
 
@@ -139,6 +143,8 @@ class Interceptor:
                      peer and peer[0])
             self._spawn(self._tunnel(transport, d.host, d.port, policy.forwarding.connect_timeout))
             return
+        upstream = d.upstream
+        assert upstream is not None  # decide() names the upstream of every interception
         try:
             ctx = self.contexts.for_names((d.host,))
         except (CAError, ValueError, OSError, ssl.SSLError) as exc:
@@ -146,10 +152,10 @@ class Interceptor:
             refuse(transport, 502, f"CONNECT {d.host}:{d.port} cannot be intercepted: {exc}")
             return
         log.debug("CONNECT %s:%d from %s intercepted -> upstream %s", d.host, d.port, peer and peer[0],
-                  d.upstream.name)
+                  upstream.name)
         transport.pause_reading()
         transport.write(ESTABLISHED)
-        self._spawn(self._intercept(transport, ctx, d))
+        self._spawn(self._intercept(transport, ctx, d, upstream))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -157,20 +163,21 @@ class Interceptor:
         task.add_done_callback(self._tasks.discard)
 
     # -- interception -----------------------------------------------------------------------------
-    def _server_for(self, d: Decision) -> web.Server:
-        key = (d.upstream.name, d.host, d.port)
+    def _server_for(self, d: Decision, upstream: Upstream) -> web.Server:
+        key = (upstream.name, d.host, d.port)
         server = self._servers.get(key)
         if server is None:
             from proxy.http.handler import make_handler
 
-            view = dataclasses.replace(self.listener, upstream=d.upstream.name, tls=True, public_base_url=None)
+            view = dataclasses.replace(self.listener, upstream=upstream.name, tls=True, public_base_url=None)
             server = self._make_server(_host_guard(make_handler(self.services, view), d.host, d.port))
             self._servers[key] = server
         return server
 
-    async def _intercept(self, transport: asyncio.Transport, ctx: ssl.SSLContext, d: Decision) -> None:
+    async def _intercept(self, transport: asyncio.Transport, ctx: ssl.SSLContext, d: Decision,
+                         upstream: Upstream) -> None:
         loop = asyncio.get_running_loop()
-        protocol = self._server_for(d)()
+        protocol = self._server_for(d, upstream)()
         hold = _Hold()
         try:
             tls = await loop.start_tls(transport, hold, ctx, server_side=True,
