@@ -110,8 +110,8 @@ class ErrorBudget:
 
     async def _remember(self, reply: Reply, cache_key: RequestKey, key: Key, now: float,
                         settings: ErrorBudgetSettings) -> None:
-        if reply.length is not None and reply.length > MAX_CACHED_BODY:
-            return
+        if reply.length is None or reply.length > MAX_CACHED_BODY:
+            return  # too big to cache, or of unknown length (chunked): it goes to the tool as it comes
         body = await reply.read_body()
         if len(body) > MAX_CACHED_BODY:
             return

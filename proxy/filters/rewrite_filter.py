@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from proxy.store.base import Store
 
 log = logging.getLogger("exact_proxy.rewrite_filter")
+
+LEARN_LIMIT = 64 * 1024  # the largest 400 read to learn a mandatory filter
 NAMESPACE = "learned_filters"
 
 
@@ -68,9 +70,9 @@ class RewriteFilter:
             ctx.decide(f"rewritten (+$filter={expr})")
             return await call_next(ctx)
         reply = await call_next(ctx)
-        if reply.status != 400 or not settings.learn:
-            return reply
-        body = await reply.read_body(64 * 1024)
+        if reply.status != 400 or not settings.learn or reply.length is None or reply.length > LEARN_LIMIT:
+            return reply  # Exact's mandatory-filter 400 is small and says its length; others pass whole
+        body = await reply.read_body(LEARN_LIMIT)
         fields = parse_allowed_fields(_message(body))
         if fields is None:
             return reply

@@ -28,6 +28,7 @@ from proxy.context import Context, Reply
 from proxy.exact.classify import Classification
 from proxy.exact.client_id import normal_client_id
 from proxy.exact.credentials import basic_credentials
+from proxy.http.body import BodyTooLarge
 from proxy.tokens.settings import TokenSettings
 
 if TYPE_CHECKING:
@@ -67,7 +68,11 @@ class TokenBroker:
     async def _token_request(self, ctx: Context, cls: Classification, settings: TokenSettings) -> Reply:
         upstream, request_body = ctx.upstream, ctx.body
         assert upstream is not None and request_body is not None  # route and read_body set them
-        body = await request_body.read_all(64 * 1024)
+        try:
+            body = await request_body.read_all(64 * 1024)
+        except BodyTooLarge:
+            return _oauth(ctx, 400, {"error": "invalid_request", "error_description": "exact-proxy: the token "
+                          "request body is larger than 64 KiB"}, {}, "refused (token request too large)")
         form = {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
         client_id, secret = form.get("client_id"), form.get("client_secret")
         basic = basic_credentials(ctx.request.headers.get("Authorization"))

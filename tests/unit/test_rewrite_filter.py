@@ -124,12 +124,6 @@ async def test_a_classification_other_than_rest_or_bulk_passes_by():
     assert not RewriteFilter(rig.services).wants(ctx)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: learning reads a 400 with Reply.read_body(64 KiB), which keeps at most "
-    "64 KiB; a 400 that is not the mandatory-filter one then reaches the tool cut to 64 KiB, as a "
-    "whole answer",
-)
 async def test_a_large_400_that_is_not_the_mandatory_filter_one_reaches_the_tool_whole():
     rig = Rig()
     ctx = await rig.ctx("GET", "/api/v1/101/financial/GLAccounts")

@@ -8,10 +8,7 @@ import json
 import time
 from urllib.parse import urlencode
 
-import pytest
-
 from proxy.filters.token_broker import TokenBroker
-from proxy.http.body import BodyTooLarge
 from tests.support import Rig, add_chain
 from tests.support.tokens import APP, SECRET
 
@@ -125,13 +122,6 @@ async def test_with_the_broker_off_everything_passes_untouched():
     assert TokenBroker(rig.services).before(api) is None and api.chain is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=BodyTooLarge,
-    reason="bug: a chunked token request over 64 KiB "
-    "raises BodyTooLarge out of the filter (the handler answers 500 'internal proxy error'); "
-    "the contract says a malformed token request gets 400 in the OAuth error shape",
-)
 async def test_an_oversize_chunked_token_request_gets_400_in_the_oauth_shape():
     form = {
         "grant_type": "refresh_token",
