@@ -31,7 +31,7 @@ from proxy.policy import Policy
 from proxy.policy.hosts import Upstream
 from proxy.policy.watch import PolicyHolder
 from proxy.store import Store, open_store
-from proxy.tokens.broker import TokenBroker
+from proxy.tokens.broker import ChainBroker
 
 log = logging.getLogger("exact_proxy.app")
 
@@ -47,7 +47,7 @@ class Services:
     store: Store | None                    # opened by start()
     metrics: Metrics
     error_book: ErrorBook                  # shared by error_budget, error_headroom and the token endpoint
-    tokens: TokenBroker
+    tokens: ChainBroker
     resolver: UpstreamResolver
     filters: list[Filter]
     entry: Next
@@ -62,7 +62,7 @@ class Services:
         self.metrics = Metrics()
         self._summary_task: asyncio.Task[None] | None = None
         self.error_book = ErrorBook()
-        self.tokens = TokenBroker(self)
+        self.tokens = ChainBroker(self)
         self.resolver = UpstreamResolver(lambda: self.policy)
         self.metrics.sources.append(self._token_rows)
         self.filters, self.entry = pipeline.build(self)

@@ -33,7 +33,7 @@ from proxy.tokens.settings import TokenSettings
 
 if TYPE_CHECKING:
     from proxy.services import Services
-    from proxy.tokens.broker import TokenBroker as Broker
+    from proxy.tokens.broker import ChainBroker as Broker
 
 
 class TokenBroker:

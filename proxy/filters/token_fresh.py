@@ -14,7 +14,7 @@ Contract, for API calls whose Bearer token belongs to a known chain (``ctx.chain
   gets 503 with ``Retry-After`` until Exact allows the new token the proxy will then ask for; a
   refresh that Exact cannot give now gets the broker's 429 or 503 with ``Retry-After``.
 - On the way back: Exact's 401 to the chain's current access token tells the broker
-  (``TokenBroker.rejected``), so the next refresh goes upstream instead of handing out the same token;
+  (``ChainBroker.rejected``), so the next refresh goes upstream instead of handing out the same token;
   any other answer to a refused token (a test call, ``probe_due``) tells it Exact takes it again.
 """
 

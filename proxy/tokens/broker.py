@@ -64,7 +64,7 @@ log = logging.getLogger("exact_proxy.tokens")
 NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
-class TokenBroker(Rejections):
+class ChainBroker(Rejections):
     def __init__(self, services: Services) -> None:
         self.services = services
         self.sealer = Sealer.from_env()

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from proxy.clock import utc_text
 
 if TYPE_CHECKING:
-    from proxy.tokens.broker import TokenBroker
+    from proxy.tokens.broker import ChainBroker
 
 log = logging.getLogger("exact_proxy.tokens")
 
 
 class KeepAlive:
-    def __init__(self, broker: TokenBroker) -> None:
+    def __init__(self, broker: ChainBroker) -> None:
         self.broker = broker
         self._task: asyncio.Task[None] | None = None
 

@@ -1,6 +1,6 @@
 """When Exact refuses a chain: its access token (401 on an API call) or its refresh token.
 
-Contract (a part of ``TokenBroker``, which supplies ``services`` and ``_save``):
+Contract (a part of ``ChainBroker``, which supplies ``services`` and ``_save``):
 - ``rejected(chain, token)``: Exact answered 401 to ``token``; True when that is the chain's current
   access token (newly). The next refresh then goes upstream as soon as Exact allows one.
 - ``probe_due(chain)``: while Exact refuses the access token and allows no new one yet, True (once)

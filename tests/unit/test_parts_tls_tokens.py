@@ -17,7 +17,7 @@ from proxy.tls.ca import CAMissing, LocalCA
 from proxy.tls.contexts import ServerContexts
 from proxy.tls.intercept import decide, parse_target
 from proxy.tokens.answers import TokenAnswer, joined, no_client, oauth_error, ok_body
-from proxy.tokens.broker import TokenBroker
+from proxy.tokens.broker import ChainBroker
 from proxy.tokens.chains import ChainBook
 from proxy.tokens.endpoint import TokenEndpoint
 from proxy.tokens.keepalive import KeepAlive
@@ -100,7 +100,7 @@ async def test_the_endpoint_sends_nothing_while_the_apps_token_error_budget_is_s
 async def test_rejections_test_a_refused_token_a_handful_of_times_then_accept_it_again():
     rig = Rig()
     broker = rig.services.tokens
-    assert isinstance(broker, TokenBroker) and isinstance(broker, Rejections)
+    assert isinstance(broker, ChainBroker) and isinstance(broker, Rejections)
     chain = add_chain(rig.services, age=100)
     assert not broker.rejected(chain, "some-other-token")
     assert broker.rejected(chain, chain.access_token) and not broker.rejected(chain, chain.access_token)
