@@ -31,7 +31,7 @@ from proxy.http import hop
 from proxy.http.body import BodyConsumed, BodyStalled, BodyTooLarge, refusal
 
 if TYPE_CHECKING:
-    from proxy.policy.document import Forwarding
+    from proxy.policy.sections import Forwarding
     from proxy.services import Services
 
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")

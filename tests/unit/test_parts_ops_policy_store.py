@@ -164,3 +164,14 @@ def test_the_state_file_is_made_owner_only_moved_aside_and_recognised(tmp_path):
     assert me.lost() == "it was deleted or moved away"
     prepare(path)  # another file now at the path: ours is gone, that one is foreign
     assert me.lost() == "it was replaced by another file" and me.foreign() == ("",)
+
+
+def test_sections_read_their_settings_with_defaults_and_problems():
+    from proxy.policy.reader import PolicyError
+    from proxy.policy.sections import Forwarding, StateSettings
+
+    policy = parse_policy("forwarding: {read_timeout: 12}\nstate: {flush_interval: 0.5}\n", "p.yaml")
+    assert policy.forwarding.read_timeout == 12 and isinstance(policy.forwarding, Forwarding)
+    assert policy.state.flush_interval == 0.5 and isinstance(policy.state, StateSettings)
+    with pytest.raises(PolicyError, match="p.yaml:1"):
+        parse_policy("forwarding: {read_timeout: soon}\n", "p.yaml")
