@@ -171,7 +171,7 @@ class ChainBroker(Rejections):
         for value in (chain.access_token, chain.refresh_token, secret):
             remember_secret(value)
         if settings.identify_user:
-            chain.user = await self._identify(upstream, app, chain.access_token)
+            chain.user = await self.endpoint.identify(upstream, app, chain.access_token)
         self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
         return chain
 
@@ -311,19 +311,6 @@ class ChainBroker(Rejections):
         return TokenAnswer(502 if status < 500 or status >= 600 else status, body or oauth_error(
             "temporarily_unavailable", f"Exact's token endpoint answered {status}"), {},
             f"upstream refresh failed ({status})", 1)
-
-    async def _identify(self, upstream: Upstream, app: str, access_token: str) -> str | None:
-        """The user behind a token (``current/Me``: no division, so it costs no call budget)."""
-        call = await self.endpoint.get_me(upstream, app, access_token)
-        if call.status != 200:
-            return None
-        try:
-            doc = call.body["d"]
-            row = doc["results"][0] if "results" in doc else doc
-            user = row.get("UserID") or row.get("UserName")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return None
-        return str(user) if user else None
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()

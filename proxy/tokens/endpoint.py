@@ -67,6 +67,20 @@ class TokenEndpoint:
                                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
                                 timeout=aiohttp.ClientTimeout(total=15))
 
+    async def identify(self, upstream: Upstream, app: str, access_token: str) -> str | None:
+        """The user behind a token, from ``current/Me`` (no division, so it costs no call budget); None
+        when Exact does not say."""
+        call = await self.get_me(upstream, app, access_token)
+        if call.status != 200:
+            return None
+        try:
+            doc = call.body["d"]
+            row = doc["results"][0] if "results" in doc else doc
+            user = row.get("UserID") or row.get("UserName")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+        return str(user) if user else None
+
     async def _call(self, upstream: Upstream, app: str, endpoint: str, method: str, path: str, **kw: Any) -> Call:
         settings = self.services.policy.error_budget
         key: Key = (app, None, endpoint)
