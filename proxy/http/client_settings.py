@@ -4,7 +4,7 @@ Contract
 - ``ClientSettings`` holds the deadlines that keep slow or idle clients from holding the proxy, and the
   number of connections one listener holds at most. Read per connection (a reload applies to new
   connections): ``proxy.http.client_timeouts`` (head, idle), ``proxy.http.body`` (body), ``proxy.http.connection_cap``.
-- ``read_clients(r)`` reads the section with a ``policy_yaml.Reader``, recording every problem (file,
+- ``read_clients(r)`` reads the section with a ``policy.reader.Reader``, recording every problem (file,
   line, key, reason) on it.
 """
 

@@ -6,11 +6,11 @@ Contract
 - ``Policy.defaults()`` is the policy of an empty file (``{}``). An empty or whitespace-only file is
   refused: a truncated file must never silently become "all defaults".
 - A request takes one snapshot (``ctx.policy``) and keeps it, so a reload never changes the rules of a
-  request in flight. Reloading is ``policy_watch``'s job.
+  request in flight. Reloading is ``proxy.policy.watch``'s job.
 
-Each section is read by one function: below, or beside its settings (``hosts`` for upstreams and
-listeners, ``client_settings``, ``limits.settings``, ``errorbudget.settings``); later features add a
-section and a field, nothing else.
+Each section is read by one function beside its settings: ``policy.sections`` for the small ones,
+``policy.hosts`` for upstreams and listeners, ``http.client_settings``, ``limits.settings``,
+``errorbudget.settings``, ``tokens.settings``; later features add a section and a field, nothing else.
 """
 
 from __future__ import annotations

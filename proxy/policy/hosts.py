@@ -5,7 +5,7 @@ Contract
 - ``Upstream``: one Exact Online host the proxy may forward to (``base_url`` is scheme and host only);
   ``is_known_exact_host`` tells a real Exact country host from, say, the emulator.
 - ``Listener``: one local address and the upstream its requests go to.
-- ``read_upstreams(r)`` / ``read_listeners(r, upstreams)`` read the sections with a ``policy_yaml.Reader``,
+- ``read_upstreams(r)`` / ``read_listeners(r, upstreams)`` read the sections with a ``policy.reader.Reader``,
   recording every problem (file, line, key, reason) on it; with no section, one NL upstream and one
   listener on 127.0.0.1:8080.
 """
