@@ -119,10 +119,9 @@ class ChainBroker(Rejections):
         app = normal_client_id(client_id)
         if not secret:
             return no_client("no client_secret in the body or as HTTP Basic")
-        rkey = (fingerprint(code), fingerprint(f"{app}|{secret}"))
-        hit = self.refusals.get(rkey, self.clock.time())
-        if hit is not None:
-            return remembered_answer(hit, "code")
+        rkey, known = self._refused_before(code, app, secret, "code")
+        if known is not None:
+            return known
         answer, shared = await self.flights.run(("code",) + rkey, lambda: self._start_chain(
             upstream, form, app, secret, settings, rkey))
         return joined(answer, "exchange") if shared else answer
@@ -175,6 +174,14 @@ class ChainBroker(Rejections):
         self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
         return chain
 
+    def _refused_before(self, value: str, app: str, secret: str,
+                        what: str) -> tuple[tuple[str, str], TokenAnswer | None]:
+        """The memory key of a code or refresh token with the credentials presenting it, and Exact's
+        earlier refusal of them when there is one."""
+        rkey = (fingerprint(value), fingerprint(f"{app}|{secret}"))
+        hit = self.refusals.get(rkey, self.clock.time())
+        return rkey, (remembered_answer(hit, what) if hit is not None else None)
+
     def _remember(self, rkey: tuple[str, str], call: Call) -> None:
         if remembered(call.status, call.body):
             self.refusals.put(rkey, Refused(call.status, call.body, call.headers, self.clock.time()))
@@ -190,10 +197,9 @@ class ChainBroker(Rejections):
         now = self.clock.time()
         chain, current = self.book.by_refresh(token, now, settings.old_token_window)
         if chain is None:
-            rkey = (fingerprint(token), fingerprint(f"{app}|{secret}"))
-            hit = self.refusals.get(rkey, now)
-            if hit is not None:
-                return remembered_answer(hit, "refresh token")
+            rkey, known = self._refused_before(token, app, secret, "refresh token")
+            if known is not None:
+                return known
             answer, shared = await self.flights.run(("adopt",) + rkey, lambda: self._start_chain(
                 upstream, form, app, secret, settings, rkey))
             if not shared:
