@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exact_proxy.tokens")
 
+NO_SECRET = "no client_secret in the body or as HTTP Basic"
+
 NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
@@ -115,10 +117,9 @@ class ChainBroker(Rejections):
     async def exchange_code(self, upstream: Upstream, form: dict[str, str], client_id: str, secret: str | None,
                             settings: TokenSettings) -> TokenAnswer:
         code = form.get("code", "")
-        remember_secret(code)
-        app = normal_client_id(client_id)
+        app = self._presented(code, client_id)
         if not secret:
-            return no_client("no client_secret in the body or as HTTP Basic")
+            return no_client(NO_SECRET)
         rkey, known = self._refused_before(code, app, secret, "code")
         if known is not None:
             return known
@@ -174,6 +175,12 @@ class ChainBroker(Rejections):
         self._count(chain.key)  # Exact counts token calls per app and user: the user is known only now
         return chain
 
+    @staticmethod
+    def _presented(value: str, client_id: str) -> str:
+        """A code or refresh token a tool presents: masked in every later log line. Returns the app."""
+        remember_secret(value)
+        return normal_client_id(client_id)
+
     def _refused_before(self, value: str, app: str, secret: str,
                         what: str) -> tuple[tuple[str, str], TokenAnswer | None]:
         """The memory key of a code or refresh token with the credentials presenting it, and Exact's
@@ -190,10 +197,9 @@ class ChainBroker(Rejections):
     async def refresh(self, upstream: Upstream, form: dict[str, str], client_id: str, secret: str | None,
                       settings: TokenSettings) -> TokenAnswer:
         token = form.get("refresh_token", "")
-        remember_secret(token)
-        app = normal_client_id(client_id)
+        app = self._presented(token, client_id)
         if not secret:
-            return no_client("no client_secret in the body or as HTTP Basic")
+            return no_client(NO_SECRET)
         now = self.clock.time()
         chain, current = self.book.by_refresh(token, now, settings.old_token_window)
         if chain is None:
