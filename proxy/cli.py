@@ -14,12 +14,15 @@ import os
 import signal
 import sys
 
+from proxy.cluster.settings import URL_ENV, ClusterError, ClusterSettings, url_problem
 from proxy.policy import Policy, PolicyError, load_policy
 from proxy.policy.watch import PolicyHolder
 from proxy.tls.ca import CAError
 
 log = logging.getLogger("exact_proxy.cli")
 DEFAULT_CONFIG = "policies.yaml"
+CLOCK_ENV = "EXACT_PROXY_CLOCK"  # "factor,start,real_start": a sped-up clock (demos and tests only)
+
 
 
 def _config_path(value: str | None) -> str:
@@ -42,7 +45,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     listeners = ", ".join(f"{lst.name}={lst.host}:{lst.port}->{lst.upstream}" for lst in policy.listeners)
     print(f"{args.file}: OK ({listeners})")
+    cluster = policy.cluster.with_url(os.environ.get(URL_ENV))
+    if cluster.enabled:
+        return _check_cluster(cluster)
     return 0
+
+
+def _check_cluster(cluster: ClusterSettings) -> int:
+    """check-config in cluster mode: is the shared server reachable, and is the token key set?"""
+    from proxy.tokens.sealing import ENV, Sealer
+
+    try:
+        from proxy.cluster.probe import reach
+    except ImportError:
+        print("cluster: redis-py is not installed: pip install 'exact-proxy[cluster]'", file=sys.stderr)
+        return 1
+    ok, text = asyncio.run(reach(cluster))
+    print(f"cluster: {cluster.safe_url()} {text}", file=sys.stdout if ok else sys.stderr)
+    if not Sealer.from_env().encrypting:
+        print(f"cluster: {ENV} is not set; cluster mode refuses to start without it", file=sys.stderr)
+        ok = False
+    return 0 if ok else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -57,7 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         policy = dataclasses.replace(policy, listeners=(first, *policy.listeners[1:]))
     if args.state:
         policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
-    overrides = {"host": args.host, "port": args.port, "state": args.state}
+    url = args.redis_url or os.environ.get(URL_ENV)
+    if url:
+        why = url_problem(url)
+        if why:
+            print(f"exact-proxy: --redis-url / {URL_ENV} {why}", file=sys.stderr)
+            return 2
+        policy = dataclasses.replace(policy, cluster=policy.cluster.with_url(url))
+    overrides = {"host": args.host, "port": args.port, "state": args.state, "redis_url": url}
     from proxy.ops.logs import setup_logging
 
     setup_logging(policy.log, args.log_format)
@@ -65,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     holder.on_change(lambda old, new: _reapply_overrides(holder, new, overrides, args.log_format))
     try:
         asyncio.run(_serve(holder))
-    except (OSError, CAError) as exc:
+    except (OSError, CAError, ClusterError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     return 0
@@ -81,6 +111,8 @@ def _reapply_overrides(holder: PolicyHolder, new: Policy, overrides: dict, log_f
     new = dataclasses.replace(new, listeners=(first, *new.listeners[1:]))
     if overrides["state"]:
         new = dataclasses.replace(new, state=dataclasses.replace(new.state, path=overrides["state"]))
+    if overrides["redis_url"]:
+        new = dataclasses.replace(new, cluster=new.cluster.with_url(overrides["redis_url"]))
     holder.current = new
     setup_logging(new.log, log_format)
 
@@ -88,7 +120,12 @@ def _reapply_overrides(holder: PolicyHolder, new: Policy, overrides: dict, log_f
 async def _serve(holder: PolicyHolder) -> None:
     from proxy.http.server import ProxyServer
 
-    server = ProxyServer(holder)
+    clock = None
+    if os.environ.get(CLOCK_ENV):  # demos and cluster tests: several processes on one sped-up clock
+        from proxy.clock import ScaledClock
+
+        clock = ScaledClock.from_text(os.environ[CLOCK_ENV])
+    server = ProxyServer(holder, clock)
     # Handlers first: a supervisor that reads the "listening" line may stop us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port of the first listener (default from the policy: 8080)")
     run.add_argument("--state", help="state file (overrides state.path of the policy)")
     run.add_argument("--log-format", choices=("text", "json"), help="override log.format of the policy")
+    run.add_argument("--redis-url", help=f"cluster mode: the shared Valkey/Redis server (overrides "
+                     f"cluster.redis_url; default ${URL_ENV})")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a policy file without starting")

@@ -57,17 +57,31 @@ class SystemClock:
 
 
 class ScaledClock:
-    """Real time multiplied by ``factor``, starting at ``start`` (epoch seconds, default now)."""
+    """Real time multiplied by ``factor``, starting at ``start`` (epoch seconds, default now).
 
-    def __init__(self, factor: float, start: float | None = None) -> None:
+    With ``real_start`` (a wall-clock epoch) the clock is a pure function of the wall clock, so that
+    several processes (the nodes of a cluster test, the emulator) given the same three numbers agree
+    on every minute; ``from_text("factor,start,real_start")`` reads them (``EXACT_PROXY_CLOCK``)."""
+
+    def __init__(self, factor: float, start: float | None = None, real_start: float | None = None) -> None:
         if factor <= 0:
             raise ValueError("factor must be positive")
         self.factor = float(factor)
-        self._real0 = _time.monotonic()
+        self._wall = real_start is not None
+        self._real0 = float(real_start) if real_start is not None else _time.monotonic()
         self._start = _time.time() if start is None else float(start)
 
+    @classmethod
+    def from_text(cls, text: str) -> ScaledClock:
+        factor, start, real_start = (float(v) for v in text.split(","))
+        return cls(factor, start, real_start)
+
+    def text(self) -> str:
+        """The three numbers that make the same clock in another process (wall-anchored only)."""
+        return f"{self.factor},{self._start},{self._real0}"
+
     def monotonic(self) -> float:
-        return (_time.monotonic() - self._real0) * self.factor
+        return ((_time.time() if self._wall else _time.monotonic()) - self._real0) * self.factor
 
     def time(self) -> float:
         return self._start + self.monotonic()

@@ -16,6 +16,7 @@ import logging
 import ssl
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -33,6 +34,9 @@ from proxy.policy.watch import PolicyHolder
 from proxy.store import Store, open_store
 from proxy.tokens.broker import ChainBroker
 
+if TYPE_CHECKING:
+    from proxy.cluster.node import ClusterNode
+
 log = logging.getLogger("exact_proxy.app")
 
 
@@ -46,6 +50,7 @@ class Services:
     started_at: float
     store: Store | None                    # opened by start()
     metrics: Metrics
+    cluster: ClusterNode | None            # cluster mode (policy cluster.redis_url); None on one node
     error_book: ErrorBook                  # shared by error_budget, error_headroom and the token endpoint
     tokens: ChainBroker
     resolver: UpstreamResolver
@@ -60,6 +65,12 @@ class Services:
         self._ssl: dict[str, ssl.SSLContext] = {}
         self.store = None
         self.metrics = Metrics()
+        self.cluster = None
+        if self.policy.cluster.enabled:  # before everything that shares state through it
+            from proxy.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(self.policy.cluster, self.clock)
+            self.metrics.sources.append(self.cluster.metric_rows)
         self._summary_task: asyncio.Task[None] | None = None
         self.error_book = ErrorBook()
         self.tokens = ChainBroker(self)
@@ -88,6 +99,9 @@ class Services:
         if hasattr(self.http, "_retry_connection"):
             self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
+        if self.cluster is not None:
+            self._check_cluster()
+            await self.cluster.open()
         store = self.store = open_store(self.policy, self.clock)
         await store.open()
         for f in self.filters:  # filters that keep state read it back (learned filters, windows, errors)
@@ -131,6 +145,17 @@ class Services:
             await self.http.close()
             self.http = None
         await self.resolver.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    def _check_cluster(self) -> None:
+        from proxy.cluster.settings import ClusterError
+        from proxy.tokens.sealing import ENV, Sealer
+
+        if not Sealer.from_env().encrypting:
+            raise ClusterError(f"cluster mode keeps token chains on a shared server: set {ENV} (the same key on "
+                               "every node; make one with: exact-proxy token-key) so that they are sealed "
+                               "before they leave the node")
 
     def ssl_for(self, upstream: Upstream) -> ssl.SSLContext | bool:
         """Upstream TLS is always verified: against the system store, or the policy's ``ca_bundle``."""

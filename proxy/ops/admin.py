@@ -4,6 +4,9 @@ Contract
 - ``/_proxy/health``: 200 ``{"status":"ok",…}`` while the proxy serves (the Docker HEALTHCHECK), or 503
   ``{"status":"degraded",…}`` naming the reason (the state store cannot write: its ``problem``, such
   as a full disk or a state file deleted under the running proxy).
+- In cluster mode health is 503 while the shared server is unreachable (fail closed: a balancer drains
+  the node), and the status carries ``cluster``: the shared view read from the server (live nodes,
+  shared windows, error counts, chains).
 - ``/_proxy/status``: a JSON snapshot: policy, listeners, state store, counts of what was answered
   locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
   error counts, token chains). ``exact-proxy status`` renders it.
@@ -55,11 +58,19 @@ def health(services: Services) -> tuple[int, dict[str, Any]]:
         "policy_refusals": services.holder.refusals,
         "state": store,
     }
+    ok = bool(store["healthy"])
     if not store["healthy"]:
         cause = services.store.problem if services.store is not None else None
         body["reason"] = (f"{cause}; " if cause else "") + ("the state store cannot write; counters are kept "
                                                              "in memory only")
-    return (200 if store["healthy"] else 503), body
+    if services.cluster is not None:
+        up, why = services.cluster.healthy()
+        body["cluster"] = {"node": services.cluster.name, "reachable": up}
+        if not up:
+            ok = False
+            body["status"] = "degraded"
+            body["reason"] = f"{why}: calls that count against Exact's limits are refused (fail closed)"
+    return (200 if ok else 503), body
 
 
 def status(services: Services) -> dict[str, Any]:
@@ -104,7 +115,10 @@ async def dispatch(request: web.BaseRequest, services: Services) -> web.Response
         code, body = health(services)
         return web.json_response(body, status=code)
     if path == "/_proxy/status":
-        return web.json_response(status(services))
+        body = status(services)
+        if services.cluster is not None:  # the shared view, read from the server
+            body["cluster"] = await services.cluster.view()
+        return web.json_response(body)
     return web.json_response({"error": f"no admin endpoint {path}",
                               "endpoints": ["/_proxy/health", "/_proxy/status", "/_proxy/metrics"]},
                              status=404)

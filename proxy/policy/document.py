@@ -10,7 +10,7 @@ Contract
 
 Each section is read by one function beside its settings: ``policy.sections`` for the small ones,
 ``policy.hosts`` for upstreams and listeners, ``http.client_settings``, ``limits.settings``,
-``errorbudget.settings``, ``tokens.settings``; later features add a section and a field, nothing else.
+``errorbudget.settings``, ``tokens.settings``, ``cluster.settings``; later features add a section and a field, nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from proxy.cluster.settings import ClusterSettings, read_cluster
 from proxy.errorbudget.settings import ErrorBudgetSettings, read_error_budget
 from proxy.exact.client_id import normal_client_id
 from proxy.http.client_settings import ClientSettings, read_clients
@@ -71,6 +72,7 @@ class Policy:
     retry: RetrySettings = RetrySettings()
     ca: CASettings = CASettings()
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
+    cluster: ClusterSettings = ClusterSettings()
     # answers of upstream_for_authority, per Host value seen (a policy object never changes)
     _by_authority: dict[str, Upstream | None] = field(default_factory=dict, init=False, repr=False,
                                                       compare=False)
@@ -137,6 +139,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     admin = AdminSettings(allow_remote=admin_r.boolean("allow_remote", False))
     admin_r.finish()
     ca, forward_proxy = read_ca(r.mapping("ca")), read_forward_proxy(r.mapping("forward_proxy"))
+    cluster = read_cluster(r.mapping("cluster"))
     r.finish()
     if problems:
         raise PolicyError(problems)
@@ -144,7 +147,7 @@ def parse_policy(text: str, filename: str) -> Policy:
                   forwarding=forwarding, clients=clients, log=log, state=state,
                   reload_interval=reload_interval, links=links, mandatory_filters=mandatory, tokens=tokens,
                   admin=admin, error_budget=error_budget, limits=limits, retry=retry, ca=ca,
-                  forward_proxy=forward_proxy)
+                  forward_proxy=forward_proxy, cluster=cluster)
 
 
 def _resolve_paths(policy: Policy, base: str) -> Policy:

@@ -1,0 +1,114 @@
+"""The link to a real valkey-server: the injected clock rules scripts, nothing is resent, an outage
+fails closed at once and ends by itself, and a server that lost its data is noticed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from proxy.clock import ManualClock, SystemClock
+from proxy.cluster.link import Link, StoreDown
+from proxy.cluster.node import ClusterNode
+from proxy.cluster.probe import reach
+from proxy.cluster.settings import ClusterSettings
+
+
+def _settings(url: str, **kw) -> ClusterSettings:
+    return ClusterSettings(redis_url=url, node="n1", **kw)
+
+
+async def test_scripts_take_the_injected_clock(redis_server):
+    clock = ManualClock()
+    link = Link(_settings(redis_server.url), clock)
+    await link.open()
+    now = link.script("return now_ms()")
+    assert await link.run(now, []) == int(clock.time() * 1000)
+    await clock.advance(61)
+    assert await link.run(now, []) == int(clock.time() * 1000)
+    await link.close()
+
+
+async def test_the_servers_clock_rules_on_a_real_clock(redis_server):
+    link = Link(_settings(redis_server.url), SystemClock())
+    await link.open()
+    server_ms = await link.run(link.script("return now_ms()"), [])
+    assert abs(server_ms / 1000 - SystemClock().time()) < 2
+    await link.close()
+
+
+async def test_a_script_runs_once_even_when_its_reply_is_lost(redis_server):
+    """redis-py resends after a timeout by default; a resent reservation is a second one."""
+    link = Link(_settings(redis_server.url, timeout_ms=100), ManualClock())
+    await link.open()
+    slow = link.script("redis.call('INCR', KEYS[1]); local x = 0; for i = 1, 30000000 do x = x + i end; "
+                       "return 1")  # busy for longer than the 100 ms timeout
+    with pytest.raises(StoreDown):
+        await link.run(slow, [link.key("count")])
+    assert not link.up
+    await asyncio.sleep(1.2)  # the probe finds it again
+    assert link.up
+    assert await link.command("GET", link.key("count")) == b"1"
+    await link.close()
+
+
+async def test_an_outage_fails_closed_then_recovers(redis_server, caplog):
+    caplog.set_level(logging.INFO, "exact_proxy.cluster")
+    link = Link(_settings(redis_server.url), ManualClock())
+    await link.open()
+    script = link.script("return redis.call('INCR', KEYS[1])")
+    assert await link.run(script, [link.key("k")]) == 1
+    redis_server.stop()
+    with pytest.raises(StoreDown):
+        await link.run(script, [link.key("k")])
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(StoreDown):  # down: refused at once, no timeout per call
+        await link.run(script, [link.key("k")])
+    assert loop.time() - t0 < 0.05
+    lost = []
+    link.on_up.append(lambda was_lost: _record(lost, was_lost))
+    redis_server.start()
+    for _ in range(40):
+        if link.up:
+            break
+        await asyncio.sleep(0.1)
+    assert link.up
+    assert await link.run(script, [link.key("k")]) == 1  # a fresh server (no persistence)
+    assert lost == [True]
+    downs = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    ups = [r for r in caplog.records if "reachable again" in r.getMessage()]
+    assert len(downs) == 1 and len(ups) == 1
+    await link.close()
+
+
+async def _record(into: list, value: bool) -> None:
+    into.append(value)
+
+
+async def test_a_node_started_without_its_server_opens_when_it_appears(redis_server):
+    redis_server.stop()
+    node = ClusterNode(_settings(redis_server.url), ManualClock())
+    await node.open()
+    ok, why = node.healthy()
+    assert not ok and "unreachable" in why
+    assert node.refused().status == 503 and node.refused().headers["Retry-After"] == "5"
+    redis_server.start()
+    for _ in range(40):
+        if node.healthy()[0]:
+            break
+        await asyncio.sleep(0.1)
+    assert node.healthy()[0]
+    await node._beat_once()
+    view = await node.view()
+    assert view["reachable"] and [n["node"] for n in view["nodes"]] == ["n1"]
+    await node.close()
+
+
+async def test_reach_says_what_answers(redis_server):
+    ok, text = await reach(_settings(redis_server.url))
+    assert ok and "ping" in text
+    redis_server.stop()
+    ok, text = await reach(_settings(redis_server.url))
+    assert not ok and "unreachable" in text
