@@ -14,7 +14,8 @@ RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nolog
 WORKDIR /opt/exact-proxy
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
-RUN pip install .
+# with the cluster extra (redis-py): the same image runs alone or as one of several proxies
+RUN pip install '.[cluster]'
 
 # The default policy; mount your own over it (read-only is fine: the proxy only reads it).
 COPY policies.yaml /config/policies.yaml

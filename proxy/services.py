@@ -86,6 +86,8 @@ class Services:
         return self.holder.current
 
     async def start(self) -> None:
+        if self.cluster is not None:
+            self._check_cluster()
         fwd = self.policy.forwarding
         # The resolver honours an upstream's connect_to (Host, SNI and verification stay base_url's).
         connector = aiohttp.TCPConnector(limit=fwd.pool_size, keepalive_timeout=fwd.keepalive_timeout,
@@ -100,7 +102,6 @@ class Services:
             self.http._retry_connection = False
         self.holder.on_change(self._policy_changed)
         if self.cluster is not None:
-            self._check_cluster()
             await self.cluster.open()
         store = self.store = open_store(self.policy, self.clock)
         await store.open()

@@ -2,7 +2,8 @@
 
 Contract: ``read_cluster(reader)`` returns ``ClusterSettings``; ``redis_url`` None means single-node
 mode (the embedded SQLite store, nothing to install). The URL may also come from ``--redis-url`` or
-``EXACT_PROXY_REDIS_URL`` (``with_url``), which win over the file. A password never sits in the file:
+``EXACT_PROXY_REDIS_URL`` (``with_url``), which win over the file. The node's name is ``node``, else
+``EXACT_PROXY_NODE``, else hostname:pid. A password never sits in the file:
 ``password_env`` names the environment variable that holds it (default ``EXACT_PROXY_REDIS_PASSWORD``).
 """
 
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from proxy.policy.reader import Reader
 
 URL_ENV = "EXACT_PROXY_REDIS_URL"
+NODE_ENV = "EXACT_PROXY_NODE"
 SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
 
 
@@ -39,7 +41,7 @@ class ClusterSettings:
 
     @property
     def node_name(self) -> str:
-        return self.node or f"{socket.gethostname()}:{os.getpid()}"
+        return self.node or os.environ.get(NODE_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 
     def with_url(self, url: str | None) -> ClusterSettings:
         return replace(self, redis_url=url) if url else self

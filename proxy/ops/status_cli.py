@@ -4,6 +4,8 @@ Contract: ``status(policy, url=None, as_json=False, out=stdout) -> exit code``.
 - Asks the running proxy (``/_proxy/status`` on the policy's first listener, or ``--url``).
 - When no proxy answers, reads the state file (``state.path`` of the policy) read-only and shows what
   it holds (windows, pauses, error counts, token chains), saying that the figures are from disk.
+- In cluster mode the live answer starts with the cluster: the server, whether it answers, the live
+  nodes and the shared windows, error counts and chains as the server holds them; then this node's own.
 - ``--json`` prints the same data as JSON for scripts. Never prints a token, code or secret: the
   status endpoint and the state file reader only carry counts, times and ids.
 Exit codes: 0 shown, 1 neither the proxy nor the state file could be read.
@@ -119,7 +121,8 @@ def _section(title: str, value: Any, out) -> None:
 
 
 KNOWN = ("now", "policy", "uptime_s", "listeners", "upstreams", "state", "totals", "answered_locally",
-         "token_chains")
+         "token_chains", "cluster")
+CLUSTER_KNOWN = ("node", "server", "reachable", "offset_s", "reason", "nodes")
 
 
 def _iso(epoch) -> str | None:
@@ -169,12 +172,27 @@ def render(data: dict, out) -> None:
               f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(data.get('now', time.time())))}\n")
     state = data.get("state", {})
     out.write(f"state: {state.get('kind')} ({'healthy' if state.get('healthy') else 'NOT WRITING'})\n")
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict):
+        _cluster(cluster, out)
     _section("totals since start", data.get("totals", {}), out)
     for key, value in data.items():
         if key not in KNOWN:
             _section(key.replace("_", " "), value, out)
     _section("token chains", data.get("token_chains", []), out)
     _section("answered locally (by filter)", data.get("answered_locally", {}) or {"none": 0}, out)
+
+
+def _cluster(view: dict, out) -> None:
+    """Cluster mode: the server, the live nodes and the shared view (read from the server)."""
+    reach = "reachable" if view.get("reachable") else f"UNREACHABLE: {view.get('reason')} (fail closed)"
+    out.write(f"cluster: node {view.get('node')} on {view.get('server')}, {reach}\n")
+    if "nodes" in view:
+        _section("cluster nodes", view["nodes"], out)
+    for key, value in view.items():
+        if key not in CLUSTER_KNOWN:
+            _section(f"{key.replace('_', ' ')} (shared by the cluster)", value, out)
+    out.write("\nthis node\n")
 
 
 def status(policy, url: str | None = None, as_json: bool = False, out=None) -> int:
