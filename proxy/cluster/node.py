@@ -13,7 +13,7 @@ Contract
 - ``refused(what)``: the local answer while the server is unreachable: 503, ``Retry-After``, Exact's
   error envelope naming the cause and saying that nothing was sent to Exact.
 - ``metric_rows()``: ``exact_proxy_cluster_store_up`` and ``exact_proxy_cluster_offset_seconds``, with
-  this node's name as a label.
+  this node's name as a label, and the shared ``exact_proxy_cluster_nodes_live``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class ClusterNode:
         self.views: dict[str, Callable[[], Awaitable[Any]]] = {}
         self._beat: asyncio.Task[None] | None = None
         self.started = time.time()
+        self.live = 0  # live nodes at the last heartbeat (a shared gauge)
 
     async def open(self) -> None:
         await self.link.open()
@@ -98,6 +99,7 @@ class ClusterNode:
                            "seen", utc_text(now_ms / 1000))
         await link.command("PEXPIRE", info, int(LIVE * 1000 * 6))
         await link.command("ZREMRANGEBYSCORE", link.key("nodes"), 0, now_ms - 86_400_000)
+        self.live = int(await link.command("ZCOUNT", link.key("nodes"), now_ms - int(LIVE * 1000), "+inf"))
 
     async def live_nodes(self) -> list[dict[str, Any]]:
         link = self.link
@@ -131,5 +133,7 @@ class ClusterNode:
         labels = {"node": self.name}
         yield ("exact_proxy_cluster_store_up", "1 while this node reaches the cluster's shared state server",
                labels, int(self.link.up))
+        yield ("exact_proxy_cluster_nodes_live", "Nodes whose heartbeat the cluster server saw in the last "
+               f"{LIVE:g} s (shared; as of this node's last heartbeat)", {}, self.live)
         yield ("exact_proxy_cluster_offset_seconds", "The cluster server's clock minus this node's",
                labels, round(self.link.offset, 3))

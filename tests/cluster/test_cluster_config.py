@@ -77,6 +77,10 @@ async def test_health_and_status_show_the_cluster(redis_server, emulator, start_
         async with s.get(base + "/_proxy/status") as r:
             status = await r.json()
         assert [n["node"] for n in status["cluster"]["nodes"]] == ["n1"]
+        async with s.get(base + "/metrics") as r:
+            metrics = await r.text()
+        assert 'exact_proxy_cluster_store_up{node="n1"} 1' in metrics
+        assert "exact_proxy_cluster_nodes_live 1" in metrics
         out = io.StringIO()
         render(status, out)
         assert "cluster: node n1 on redis://127.0.0.1" in out.getvalue()
