@@ -11,7 +11,8 @@ Contract
   loop slows to about one request a second.
 - On API calls with ``Authorization: Bearer``: a token of a known chain sets the request's app to the
   chain's client id, and ``ctx.chain`` and ``ctx.bearer`` for ``token_fresh``, which decides right
-  before the call leaves whether the token must be replaced.
+  before the call leaves whether the token must be replaced. In cluster mode a token this node does not
+  know is looked up in the shared index once (``proxy.cluster.chain_flow``; a miss is remembered).
 - With ``tokens.broker: false`` everything passes through untouched.
 """
 
@@ -34,6 +35,7 @@ from proxy.tokens.settings import TokenSettings
 if TYPE_CHECKING:
     from proxy.services import Services
     from proxy.tokens.broker import ChainBroker as Broker
+    from proxy.tokens.chains import Chain
 
 
 class TokenBroker:
@@ -46,7 +48,7 @@ class TokenBroker:
     def broker(self) -> Broker:
         return self.services.tokens
 
-    def before(self, ctx: Context) -> Awaitable[Reply] | None:
+    def before(self, ctx: Context) -> Awaitable[Reply | None] | None:
         settings = ctx.policy.tokens
         cls = ctx.cls
         if not settings.broker or cls is None:
@@ -59,10 +61,23 @@ class TokenBroker:
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
             chain = self.broker.book.by_access(token)
+            if chain is None and self.broker.shared is not None:
+                return self._shared_bearer(ctx, cls, token)  # cluster mode: a chain of another node
             if chain is not None:
-                ctx.chain, ctx.bearer = chain, token
-                if cls.app != chain.client_id:
-                    ctx.cls = dataclasses.replace(cls, app=chain.client_id)
+                self._known(ctx, cls, chain, token)
+        return None
+
+    @staticmethod
+    def _known(ctx: Context, cls: Classification, chain: Chain, token: str) -> None:
+        ctx.chain, ctx.bearer = chain, token
+        if cls.app != chain.client_id:
+            ctx.cls = dataclasses.replace(cls, app=chain.client_id)
+
+    async def _shared_bearer(self, ctx: Context, cls: Classification, token: str) -> Reply | None:
+        assert self.broker.shared is not None
+        chain = await self.broker.shared.find_access(token, cls.app)
+        if chain is not None:
+            self._known(ctx, cls, chain, token)
         return None
 
     async def _token_request(self, ctx: Context, cls: Classification, settings: TokenSettings) -> Reply:

@@ -30,6 +30,10 @@ Contract
   carry ``reauth`` so the filters can slow a looping tool down.
 - ``fresh_access(chain)`` returns a valid access token for a chain, refreshing first when needed (used
   right before an API call is sent).
+- **Cluster mode** (``services.cluster``): the chains live on the shared server and every node serves
+  every chain; the cluster's lease and version CAS make the single flight cluster-wide
+  (``proxy.cluster.chain_flow``; the seams are ``shared`` in ``load``, ``_save``, ``refresh``, ``serve``
+  and ``_start_chain``). With ``services.cluster`` None none of it runs.
 - Every token and secret the broker sees is registered with ``redact.remember_secret``; chains are
   persisted after every change (flushed at once after a rotation: a lost rotation is a lost chain).
   With ``EXACT_PROXY_TOKEN_KEY`` set, chains stored in plain text are sealed at start.
@@ -49,12 +53,13 @@ from proxy.tokens.chains import NAMESPACE, Chain, ChainBook, new_chain_id
 from proxy.tokens.endpoint import Call, TokenEndpoint
 from proxy.tokens.flight import Flights, Refusals, Refused, remembered
 from proxy.tokens.keepalive import KeepAlive
-from proxy.tokens.rejection import Rejections
+from proxy.tokens.refresh import Refresher, seconds
 from proxy.tokens.sealing import Sealer, fingerprint
 from proxy.tokens.settings import TokenSettings
 from proxy.tokens.vault import ChainVault
 
 if TYPE_CHECKING:
+    from proxy.cluster.chain_flow import SharedChains
     from proxy.policy.hosts import Upstream
     from proxy.services import Services
     from proxy.store.base import Store
@@ -66,7 +71,7 @@ NO_SECRET = "no client_secret in the body or as HTTP Basic"
 NEW_USER = "(new)"  # the day's count of code exchanges and adoptions, before the user is known
 
 
-class ChainBroker(Rejections):
+class ChainBroker(Refresher):
     def __init__(self, services: Services) -> None:
         self.services = services
         self.sealer = Sealer.from_env()
@@ -76,6 +81,11 @@ class ChainBroker(Rejections):
         self.refusals = Refusals()
         self.keepalive = KeepAlive(self)
         self.vault = ChainVault(services, self.book, self.sealer)
+        self.shared: SharedChains | None = None  # cluster mode: the chains every node shares
+        if services.cluster is not None:
+            from proxy.cluster.chain_flow import SharedChains
+
+            self.shared = SharedChains(self, services.cluster)
 
     @property
     def store(self) -> Store | None:
@@ -88,6 +98,8 @@ class ChainBroker(Rejections):
     # -- life ------------------------------------------------------------------------------------
     async def load(self) -> None:
         await self.vault.load()
+        if self.shared is not None:
+            await self.shared.start()
 
     def start(self) -> None:
         self.keepalive.start()
@@ -97,6 +109,8 @@ class ChainBroker(Rejections):
 
     def _save(self, chain: Chain) -> None:
         self.vault.save(chain)
+        if self.shared is not None:
+            self.shared.annotate_soon(chain)
 
     async def _save_now(self, chain: Chain) -> None:
         await self.vault.save_now(chain)
@@ -131,11 +145,23 @@ class ChainBroker(Rejections):
                            settings: TokenSettings, rkey: tuple[str, str]) -> TokenAnswer:
         """A code exchange, or a refresh token the proxy has never seen: sent once; a chain is started
         from a successful answer (replacing the app and user's earlier chain, whose tools follow it)."""
+        if self.shared is not None:
+            return await self.shared.start_chain(upstream, form, app, secret, settings, rkey)
         adopting = form.get("grant_type") == "refresh_token"
         refused = self._daily_refusal((app, NEW_USER), settings, self.clock.time())
         if refused is not None:
             return refused
         call = await self.endpoint.post_token(upstream, app, form)
+        failed = self._start_failed(call, app, rkey, adopting)
+        if failed is not None:
+            return failed
+        chain = await self._new_chain(upstream, app, secret, call.body, settings)
+        self._place(chain, form, self.book.for_user(app, chain.user))
+        await self._save_now(chain)
+        return self._started(chain, adopting)
+
+    def _start_failed(self, call: Call, app: str, rkey: tuple[str, str], adopting: bool) -> TokenAnswer | None:
+        """The answer to a code exchange or an adoption that Exact did not answer with tokens."""
         if call.local:
             return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
         if call.status != 200 or "access_token" not in call.body:
@@ -143,11 +169,19 @@ class ChainBroker(Rejections):
             self._remember(rkey, call)
             return TokenAnswer(call.status, call.body, call.headers, "unknown refresh token forwarded; Exact "
                                "refused it" if adopting else "code exchange failed upstream", 1)
-        chain = await self._new_chain(upstream, app, secret, call.body, settings)
+        return None
+
+    def _started(self, chain: Chain, adopting: bool) -> TokenAnswer:
+        return TokenAnswer(200, ok_body(chain, self.clock.time()), {},
+                           f"chain {chain.id} {'adopted' if adopting else 'started'}", 1)
+
+    def _place(self, chain: Chain, form: dict[str, str], existing: Chain | None) -> None:
+        """A new chain in the book, replacing the app and user's earlier one (whose tools follow it)."""
+        adopting = form.get("grant_type") == "refresh_token"
+        app = chain.client_id
         if adopting:
             chain.old_refresh[fingerprint(form.get("refresh_token", ""))] = chain.issued_at
         how = "adopted from a refresh token the proxy had not seen" if adopting else "started"
-        existing = self.book.for_user(app, chain.user)
         if existing is not None:
             self.book.replace(existing, chain)
             if self.store is not None:
@@ -157,15 +191,12 @@ class ChainBroker(Rejections):
         else:
             self.book.add(chain)
             log.info("token chain %s %s for app %s, user %s", chain.id, how, app, chain.user or "?")
-        await self._save_now(chain)
-        return TokenAnswer(200, ok_body(chain, self.clock.time()), {},
-                           f"chain {chain.id} {'adopted' if adopting else 'started'}", 1)
 
     async def _new_chain(self, upstream: Upstream, app: str, secret: str, body: dict[str, Any],
                          settings: TokenSettings) -> Chain:
         now = self.clock.time()
         chain = Chain(id=new_chain_id(), client_id=app, upstream=upstream.name,
-                      access_token=body["access_token"], access_expires_at=now + _seconds(body, 600),
+                      access_token=body["access_token"], access_expires_at=now + seconds(body, 600),
                       refresh_token=body.get("refresh_token", ""), issued_at=now, refresh_issued_at=now,
                       client_secret=secret, secret_fp=fingerprint(secret), last_used_at=now)
         for value in (chain.access_token, chain.refresh_token, secret):
@@ -202,6 +233,10 @@ class ChainBroker(Rejections):
             return no_client(NO_SECRET)
         now = self.clock.time()
         chain, current = self.book.by_refresh(token, now, settings.old_token_window)
+        if chain is None and self.shared is not None:
+            chain, current, down = await self.shared.find_refresh(token, app, settings)
+            if down is not None:
+                return down
         if chain is None:
             rkey, known = self._refused_before(token, app, secret, "refresh token")
             if known is not None:
@@ -233,11 +268,15 @@ class ChainBroker(Rejections):
     async def serve(self, chain: Chain, upstream: Upstream, settings: TokenSettings,
                     margin: float | None = None) -> TokenAnswer:
         margin = settings.refresh_margin if margin is None else margin
+        if self.shared is not None:  # the cluster's newest version decides
+            chain, down = await self.shared.before_deciding(chain)
+            if down is not None:
+                return down
         cached = self._cached(chain, settings, margin)
         if cached is not None:
             return cached
-        answer, shared = await self.flights.run(("chain", chain.id), lambda: self._refresh_upstream(
-            chain, upstream, settings))
+        refresh = self._refresh_upstream if self.shared is None else self.shared.refresh
+        answer, shared = await self.flights.run(("chain", chain.id), lambda: refresh(chain, upstream, settings))
         if shared:
             return dataclasses.replace(answer, body=dict(answer.body), upstream_calls=0,
                                        decision="answered from chain (refreshed by a concurrent request)")
@@ -261,69 +300,6 @@ class ChainBroker(Rejections):
                                f"({int(left)} s left; Exact allows no new token yet)")
         return None
 
-    async def _refresh_upstream(self, chain: Chain, upstream: Upstream, settings: TokenSettings
-                                ) -> TokenAnswer:
-        now = self.clock.time()
-        rejected = chain.rejected_at >= chain.issued_at > 0
-        allowed = max(chain.issued_at + settings.min_refresh_interval, chain.paused_until)
-        if allowed > now:
-            if rejected:
-                return self._needs_reauth(chain, "Exact refused its access token (401) and allows no new "
-                                          f"token before {utc_text(allowed)}", retry_at=allowed)
-            wait = int(allowed - now) + 1
-            return TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token for "
-                               f"this chain in {wait} s"), {"Retry-After": str(wait)}, "refused (too early to refresh)")
-        refused = self._daily_refusal(chain.key, settings, now)
-        if refused is not None:
-            if rejected:
-                return self._needs_reauth(chain, "Exact refused its access token (401) and the day's token "
-                                          "calls are spent", retry_at=(int(now // 86400) + 1) * 86400)
-            return refused
-        form = {"grant_type": "refresh_token", "refresh_token": chain.refresh_token, "client_id": chain.client_id}
-        if chain.client_secret:
-            form["client_secret"] = chain.client_secret
-        call = await self.endpoint.post_token(upstream, chain.client_id, form)
-        now = self.clock.time()
-        if call.local:
-            return TokenAnswer(call.status, call.body, call.headers, "refused (token endpoint error budget)")
-        self._count(chain.key)
-        status, body, headers = call.status, call.body, call.headers
-        if status == 200 and "access_token" in body:
-            chain.rotate(body["access_token"], _seconds(body, 600), body.get("refresh_token",
-                         chain.refresh_token), now)
-            chain.forget_older_than(now - settings.old_token_window)
-            remember_secret(chain.access_token)
-            remember_secret(chain.refresh_token)
-            self.book.index(chain)
-            await self._save_now(chain)
-            return TokenAnswer(200, ok_body(chain, now), {}, f"refreshed upstream for chain {chain.id}", 1)
-        description = str(body.get("error_description", ""))
-        if "TooEarly" in headers.get("Reason", "") or "access_token not expired" in description:
-            retry = _int(headers.get("Retry-After")) or int(settings.min_refresh_interval)
-            chain.paused_until = now + retry
-            self._save(chain)
-            log.warning("Exact said TooEarlyToRefreshTokens for chain %s; no refresh for %d s", chain.id, retry)
-            if rejected:
-                answer = self._needs_reauth(chain, "Exact refused its access token (401) and said too early to "
-                                            "refresh", retry_at=now + retry)
-            elif chain.access_expires_at > now:
-                answer = TokenAnswer(200, ok_body(chain, now), {}, "answered from chain (Exact said too early)")
-            else:
-                answer = TokenAnswer(429, oauth_error("temporarily_unavailable", f"Exact allows the next token "
-                                     f"in {retry} s"), {"Retry-After": str(retry)}, "refused (Exact said too early)")
-            answer.upstream_calls = 1
-            return answer
-        if remembered(status, body):
-            answer = self._needs_reauth(chain, f"Exact refused its refresh token: {description or body.get('error')}")
-            answer.upstream_calls = 1
-            return answer
-        if chain.access_expires_at > now and not rejected:  # Exact is having trouble; the token still works
-            return TokenAnswer(200, ok_body(chain, now), {}, f"answered from chain (upstream refresh "
-                               f"failed with {status})", 1)
-        return TokenAnswer(502 if status < 500 or status >= 600 else status, body or oauth_error(
-            "temporarily_unavailable", f"Exact's token endpoint answered {status}"), {},
-            f"upstream refresh failed ({status})", 1)
-
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()
         settings = self.services.policy.tokens
@@ -333,18 +309,4 @@ class ChainBroker(Rejections):
                  "access_rejected": c.rejected_at >= c.issued_at > 0,
                  "token_calls_today": self.book.calls_today(c.key, now)}
                 for c in self.book.chains.values()]
-
-
-def _seconds(body: dict[str, Any], default: float) -> float:
-    try:
-        return float(body.get("expires_in", default))
-    except (TypeError, ValueError):
-        return default
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 

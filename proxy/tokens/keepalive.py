@@ -4,7 +4,8 @@ Contract: ``KeepAlive(broker)``; ``start()`` runs ``once()`` every 60 s on the b
 ``await stop()``. ``once()``: a chain idle for ``tokens.keepalive_after`` (and whose secret the proxy
 has) is refreshed through the broker, so it never reaches Exact's 30 days; otherwise a chain within
 ``warn_before_expiry`` of its refresh token's expiry gets a WARNING. Chains that need a person are left
-alone. A failing round is logged and the next one runs.
+alone. In cluster mode every node runs it: the shared record is read first, and the cluster's lease
+decides who refreshes. A failing round is logged and the next one runs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class KeepAlive:
         settings = policy.tokens
         now = broker.clock.time()
         for chain in list(broker.book.chains.values()):
+            if broker.shared is not None:  # cluster mode: another node may have refreshed it
+                chain, down = await broker.shared.before_deciding(chain)
+                if down is not None:
+                    continue
             if chain.needs_reauth:
                 continue
             expires = chain.refresh_issued_at + settings.refresh_token_lifetime
