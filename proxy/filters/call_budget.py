@@ -12,6 +12,10 @@ Contract, for requests with a division (``current/Me`` and token calls pass unto
   the request is replayed (Exact did not process it) while its deadline allows and its body can be sent
   again; otherwise the 429 goes to the tool.
 - A tool that disconnects while queued leaves the queue and consumes nothing.
+- Cluster mode (``services.cluster``): the windows and the queue are the cluster's, on the shared
+  server (``proxy.cluster.windows``), one atomic reservation per call; when the server cannot be
+  reached the call gets the cluster's 503 with ``Retry-After`` and nothing is forwarded. On a single
+  node the windows are this process's own, kept in the store.
 - Decisions: ``queued N ms``, ``refused (daily budget) reset T``, ``refused (max_wait …)``,
   ``upstream 429: paused until T, replayed``, ``exact remaining M/D``.
 """
@@ -33,6 +37,7 @@ from proxy.limits.patience import Patience, Tool
 from proxy.limits.settings import LimitSettings
 
 if TYPE_CHECKING:
+    from proxy.cluster.windows import SharedWindows
     from proxy.ops.metrics import Row
     from proxy.services import Services
     from proxy.store.base import Store
@@ -45,10 +50,19 @@ class CallBudget:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.shared: SharedWindows | None = None
         self.book = Book(services.clock)
+        if services.cluster is not None:  # the windows are the cluster's, on the shared server
+            from proxy.cluster.windows import SharedWindows
+
+            self.shared = SharedWindows(services.cluster, services.clock, lambda: services.policy.limits)
+            self.book = Book(services.clock, self.shared.division)
+            services.cluster.views["windows"] = self.shared.view
         self.patience = Patience()
 
     async def load(self, store: Store) -> None:
+        if self.shared is not None:
+            return  # cluster mode: nothing of the windows lives in this node's store
         await self.book.load(store)
         self.book.restore_all(self.services.policy.limits)
 
@@ -144,6 +158,9 @@ class CallBudget:
             await reply.discard()
 
     def _refuse(self, ctx: Context, cls: Classification, refusal: Refusal, div: Division) -> Reply:
+        if refusal.reason == "down" and self.services.cluster is not None:
+            ctx.decide("refused (cluster state server unreachable)")
+            return self.services.cluster.refused("this call")
         if refusal.reason == "daily":
             ctx.decide(f"refused (daily budget) reset {utc_text(refusal.retry_at)}")
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "

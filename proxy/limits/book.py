@@ -3,7 +3,8 @@
 Contract
 - ``Book(clock)``: ``division(app, division, settings)`` returns the ``Division`` (created on first use
   with the policy's limits); ``buckets_for(app, division, endpoint, settings)`` the token buckets that
-  apply to a request (per app, division and rule).
+  apply to a request (per app, division and rule). ``Book(clock, factory)`` makes its divisions with
+  ``factory`` (cluster mode: the shared windows' divisions, ``proxy.cluster.windows``, never persisted here).
 - Persistence through the store (namespace ``windows``): per app and division the window starts, a
   *ceiling* of calls used (the count plus a lease, queued when the count passes the ceiling on file or
   a new minute starts, so most calls write nothing; the store coalesces them into its batched write),
@@ -21,7 +22,7 @@ Contract
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from proxy.clock import Clock, utc_text
@@ -44,8 +45,10 @@ def _iso(epoch: float) -> str | None:
 
 
 class Book:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock,
+                 factory: Callable[[str, int, LimitSettings, Clock], Division] = Division) -> None:
         self.clock = clock
+        self.factory = factory  # cluster mode: the shared windows' divisions (proxy.cluster.windows)
         self.divisions: dict[tuple[str, int], Division] = {}
         self.buckets: dict[tuple[str, int, int, Bucket], ClockLimiter] = {}  # (app, division, rule #, rule)
         self.store: Store | None = None
@@ -56,7 +59,7 @@ class Book:
         key = (app, division)
         d = self.divisions.get(key)
         if d is None:
-            d = self.divisions[key] = Division(app, division, settings, self.clock)
+            d = self.divisions[key] = self.factory(app, division, settings, self.clock)
             d.turns = self.turns
             rec = self._restored.pop(f"{app}|{division}", None)
             if rec is not None:

@@ -34,7 +34,7 @@ Buckets = Sequence[ClockLimiter]  # the token buckets that apply to one request
 
 @dataclass
 class Refusal:
-    reason: str              # daily | max_wait
+    reason: str              # daily | max_wait | down (cluster mode: the shared server is unreachable)
     retry_at: float          # epoch seconds
     headers: dict[str, str]
 
