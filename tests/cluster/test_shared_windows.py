@@ -305,3 +305,44 @@ async def test_a_reloaded_policy_applies_at_once_and_daily_refuses(cluster):
     got = await c.nodes[2].div().acquire(0, c.clock.time() + 600)
     assert isinstance(got, Refusal) and got.reason == "daily"
     assert got.headers["X-RateLimit-Limit"] == "5" and got.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_a_busy_division_never_delays_another(cluster):
+    c = await cluster(probe=False, pace=0, divisions={1: (5, None)})
+    busy = [asyncio.ensure_future(c.call(i % 3, division=1)) for i in range(30)]
+    await c.until(lambda: c.queued() == 25)
+    assert [await asyncio.wait_for(c.call(i % 3, division=2), 1) for i in range(6)] == [200] * 6
+    for b in busy:
+        b.cancel()
+    await asyncio.gather(*busy, return_exceptions=True)
+
+
+async def test_a_queued_call_is_refused_at_its_deadline(cluster):
+    c = await cluster(probe=False, pace=0, divisions={1: (2, None)})
+    assert [await c.call(0) for _ in range(2)] == [200, 200]
+    d = c.nodes[1].div()
+    waiting = asyncio.ensure_future(d.acquire(0, c.clock.time() + 30))  # 20 s to the next minute: it queues
+    await c.until(lambda: len(d.waiters) == 1)
+    c.nodes[2].div().upstream_429({"Retry-After": "120"}, 1.0, 300.0)  # Exact told node 2 to wait 2 minutes
+    await c.settle(0.1)
+    await c.clock.advance(15)
+    await c.clock.advance(16)  # the minute turned, but the pause holds it past the deadline
+    got = await asyncio.wait_for(waiting, 2)
+    assert isinstance(got, Refusal) and got.reason == "max_wait" and not d.tickets
+    await c.settle(0.1)
+    assert await c.nodes[0].cluster.link.command("ZCARD", d.keys[1]) == 0  # its ticket left the queue
+
+
+async def test_a_queued_call_outlives_a_server_restart(cluster, redis_server):
+    c = await cluster(probe=False, pace=0, divisions={1: (2, None)})
+    assert [await c.call(0) for _ in range(2)] == [200, 200]
+    waiting = asyncio.ensure_future(c.call(1, "waited"))
+    await c.until(lambda: c.queued() == 1)
+    redis_server.stop()
+    await c.settle(0.1)
+    redis_server.start()  # without its data: the tickets come back with the next heartbeat
+    await c.until(lambda: all(n.cluster.link.up for n in c.nodes))
+    await c.settle(0.1)
+    assert not waiting.done()
+    await c.clock.advance(20)
+    assert await asyncio.wait_for(waiting, 5) == 200 and len(c.sent) == 3
