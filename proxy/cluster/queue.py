@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.clock import Clock
 from proxy.cluster.link import RETRY_AFTER, StoreDown
+from proxy.cluster.windows import news
 from proxy.exact.ratelimit import header_int, retry_after_seconds
 from proxy.limits.division import Division, Refusal, Waiter
 from proxy.limits.settings import LimitSettings
@@ -299,34 +300,12 @@ class SharedDivision(Division):
         now = self.clock.time()
         self.roll(now)
         grant = _GRANT.get()
-        tell = (grant is not None and grant[1]) or not self.known or (learn and self._news(headers, now))
+        tell = (grant is not None and grant[1]) or not self.known or (learn and news(self, headers, now))
         super().answered(headers, learn)
         if tell:
             h = [header_int(headers.get(f"X-RateLimit-{name}")) for name in
                  ("Minutely-Limit", "Minutely-Remaining", "Minutely-Reset", "Limit", "Remaining")]
             self.windows.spawn(self._tell("LEARN", int(learn), *("" if v is None else v for v in h)))
-
-    def _news(self, headers: Mapping[str, str], now: float) -> bool:
-        """Would Exact's headers change what the server knows (as far as this cache can tell)?"""
-        m_limit = header_int(headers.get("X-RateLimit-Minutely-Limit"))
-        m_left = header_int(headers.get("X-RateLimit-Minutely-Remaining"))
-        d_limit = header_int(headers.get("X-RateLimit-Limit"))
-        d_left = header_int(headers.get("X-RateLimit-Remaining"))
-        if m_limit is not None and 0 < m_limit < 1_000_000 and m_limit != self.learned_minute:
-            return True
-        if d_limit is not None and d_limit > 0 and d_limit != self.learned_day:
-            return True
-        if m_left is not None and m_left >= 0:
-            m_reset = header_int(headers.get("X-RateLimit-Minutely-Reset"))
-            reset = m_reset / 1000 if m_reset is not None else self.minute_start + 60
-            if abs(reset - (self.minute_start + 60)) <= 1.5:
-                if self.minute_limit - m_left > self.minute_used:
-                    return True
-            elif reset > now and m_left == 0:
-                return True
-        if d_left is not None and d_left >= 0 and self.day_limit - min(d_left, self.day_limit) > self.day_used:
-            return True
-        return self.streak > 0 and (m_left is not None or d_left is not None)
 
     def unanswered(self, buckets: Buckets = (), sent: bool = True) -> None:
         grant = _GRANT.get()

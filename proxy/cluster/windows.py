@@ -12,6 +12,8 @@ Contract
   ``learn`` (Exact's headers), ``pause`` (Exact's 429), ``release`` (a call never sent, in the same
   minute only), ``seed``. Every reply carries the server's time (``link.saw_time``) and refreshes the
   division's cache. ``StoreDown`` propagates: the caller fails closed.
+- ``news(d, headers, now)``: whether Exact's headers may tell the server something its last reply
+  (``d``) did not show; only then does an answer cost a ``learn``.
 - ``spawn(coro)`` runs what follows an answer (``learn``, ``release``, ``pause``) in the background: no
   latency for the reply; a failure is logged at debug and dropped (the call was counted already).
 - ``view()`` (``services.cluster.views["windows"]``) lists every division on the server (SCAN for
@@ -28,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from proxy.clock import Clock, utc_text
 from proxy.cluster import windows_lua as lua
 from proxy.cluster.link import StoreDown
+from proxy.exact.ratelimit import header_int
 from proxy.limits.settings import LimitSettings
+from proxy.limits.window import Window
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -177,6 +181,30 @@ class SharedWindows:
                          "queue": s.queue, "queue_here": len(d.waiters), "longest_wait_s": round(longest, 1),
                          "paused_until": utc_text(s.pu / 1000) if s.pu > s.now else None})
         return rows
+
+
+def news(d: Window, headers: Mapping[str, str], now: float) -> bool:
+    """Would Exact's headers change what the server knows, as far as ``d`` (the cache of its last reply)
+    can tell? If not, no ``learn`` is sent: the forwarded call costs its reservation only."""
+    m_limit = header_int(headers.get("X-RateLimit-Minutely-Limit"))
+    m_left = header_int(headers.get("X-RateLimit-Minutely-Remaining"))
+    d_limit = header_int(headers.get("X-RateLimit-Limit"))
+    d_left = header_int(headers.get("X-RateLimit-Remaining"))
+    if m_limit is not None and 0 < m_limit < 1_000_000 and m_limit != d.learned_minute:
+        return True
+    if d_limit is not None and d_limit > 0 and d_limit != d.learned_day:
+        return True
+    if m_left is not None and m_left >= 0:
+        m_reset = header_int(headers.get("X-RateLimit-Minutely-Reset"))
+        reset = m_reset / 1000 if m_reset is not None else d.minute_start + 60
+        if abs(reset - (d.minute_start + 60)) <= 1.5:
+            if d.minute_limit - m_left > d.minute_used:
+                return True
+        elif reset > now and m_left == 0:
+            return True
+    if d_left is not None and d_left >= 0 and d.day_limit - min(d_left, d.day_limit) > d.day_used:
+        return True
+    return d.streak > 0 and (m_left is not None or d_left is not None)
 
 
 def _fmt(v: int | None) -> str:
