@@ -122,12 +122,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await serve_control(emu, request, low)
     if emu.faults.rules:
         rule = emu.faults.pick(request.method, path)
+        if rule is not None and rule["kind"] == "late":  # done now, answered later (or to nobody)
+            response = await _route(emu, request, path, low)
+            await emu.clock.sleep(float(rule.get("delay", 5)))
+            return response
         if rule is not None:
             answer = await faults_mod.answer(rule, request, emu.clock)
             if rule["kind"] != "slow":
                 status = answer.status if answer is not None else 0
                 emu.counter.record(request.method, path, None, None, None, status, f"fault_{rule['kind']}")
                 return answer if answer is not None else web.Response(status=503)
+    return await _route(emu, request, path, low)
+
+
+async def _route(emu: Emulator, request: web.Request, path: str, low: str) -> web.StreamResponse:
     base = emu.config.public_base_url or f"{request.scheme}://{request.host}"
     if low.startswith("/api/v1/"):
         return await _api(emu, request, path, base)

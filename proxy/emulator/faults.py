@@ -1,12 +1,15 @@
-"""Injected faults: 503, 408, 599, slow answers, connection resets and empty answers, per path pattern.
+"""Injected faults: 503, 408, 599, slow and late answers, connection resets and empty answers, per path
+pattern.
 
-Contract: each rule is ``{path: glob, methods?: [..], kind: 503|408|599|slow|reset|empty,
+Contract: each rule is ``{path: glob, methods?: [..], kind: 503|408|599|slow|late|reset|empty,
 every?: N, probability?: p, seed?: s, delay?: seconds}``. ``Faults.pick(method, path)`` returns the
 rule that fires for this call, or None: ``every: N`` fires on every Nth matching call, ``probability``
 draws from a generator seeded with ``seed`` (repeatable). Rules are tried in order.
 ``await answer(rule, request, clock)`` is what the client gets: 503/408 with Exact's envelope, 599 with an
 empty body, ``empty`` a 200 without a body, ``reset`` aborts the connection (returns None after closing
-it), ``slow`` waits ``delay`` seconds on the clock and returns None (the call then goes on normally).
+it), ``slow`` waits ``delay`` seconds on the clock and returns None (the call then goes on normally);
+``late`` serves the call at once (a refresh rotates the token) and holds the answer ``delay`` seconds:
+a client that goes away meanwhile never learns what Exact did (the app serves it, not ``answer``).
 Faulted calls are answered before anything else and never count toward the call or error limits
 (Exact's 503 did not process the call).
 """
@@ -19,7 +22,7 @@ import random
 
 from aiohttp import web
 
-KINDS = ("503", "408", "599", "slow", "reset", "empty")
+KINDS = ("503", "408", "599", "slow", "late", "reset", "empty")
 
 
 def validate_faults(rules) -> None:

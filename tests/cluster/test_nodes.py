@@ -88,6 +88,7 @@ async def test_five_tools_on_three_nodes_share_one_refresh_token(emulator, redis
     emu = await _emulator(emulator, tmp_path, clock)
     first = emu.state.issue_tokens("test-app")
     nodes = await Nodes(tmp_path, redis_server.url, emu.base, clock).start()
+    await clock.sleep(600)  # the tools' copy of the token is from an earlier run: Exact allows a refresh
     failures: list[str] = []
     done_at = clock.time() + 1300  # a little over two refresh intervals of 570 s
 
@@ -239,3 +240,51 @@ async def test_the_server_stops_and_restarts_mid_run(emulator, redis_server, tmp
     assert len(posts) == created[0]  # every write Exact saw was answered to the tool, once
     logs = nodes.log(1)
     assert logs.count("unreachable (") == 1 and logs.count("reachable again") == 1
+
+
+async def test_kill_9_of_a_node_during_a_refresh(emulator, redis_server, tmp_path):
+    """Node 0 dies while Exact is still answering its refresh. Exact rotates anyway (the answer goes to
+    a dead process), so the chain's refresh token is now old: the next node's refresh is refused once,
+    and the chain is marked as needing a person, naming node 0. Never two refreshes inside the lease."""
+    clock = _clock(200)
+    emu = await _emulator(emulator, tmp_path, clock)
+    first = emu.state.issue_tokens("test-app")
+    nodes = await Nodes(tmp_path, redis_server.url, emu.base, clock).start()
+    await clock.sleep(600)
+    form = {"grant_type": "refresh_token", "client_id": "test-app", "client_secret": "test-secret"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            async with s.post(nodes.url(0) + "/api/oauth2/token",
+                              data={**form, "refresh_token": first["refresh_token"]}) as r:
+                assert r.status == 200  # adopted by the cluster
+                held = (await r.json())["refresh_token"]
+            await clock.sleep(600)  # the access token runs out: the next request refreshes upstream
+            emu.state.set_faults([{"path": "/api/oauth2/token", "kind": "late", "delay": 400, "every": 1}])
+            seen = emu.state.requests
+            dying = asyncio.ensure_future(s.post(nodes.url(0) + "/api/oauth2/token",
+                                                 data={**form, "refresh_token": held}))
+            while emu.state.requests == seen:  # node 0 holds the lease and Exact has its refresh
+                await asyncio.sleep(0.01)
+            nodes.kill(0)
+            try:
+                await dying
+            except aiohttp.ClientError:
+                pass
+            await clock.sleep(450)  # Exact has answered the dead node by now, and rotated
+            emu.state.set_faults([])
+            async with s.post(nodes.url(1) + "/api/oauth2/token", data={**form, "refresh_token": held}) as r:
+                answer = await r.json(content_type=None)
+                status1 = r.status
+            async with s.post(nodes.url(2) + "/api/oauth2/token", data={**form, "refresh_token": held}) as r:
+                status2 = r.status
+            async with s.get(nodes.url(2) + "/_proxy/status") as r:
+                shared = (await r.json())["cluster"]["token_chains"]
+    finally:
+        await nodes.stop()
+    outcomes = Counter(r["outcome"] for r in _exact_log(tmp_path) if r["endpoint"] == "oauth2/token")
+    # the adoption, the dead node's refresh (rotated at Exact), one refused try by the next node
+    assert outcomes == {"ok": 2, "old_refresh_token": 1}, (outcomes, status1, answer, status2)
+    assert status1 in (400, 401) and status2 in (400, 401), answer
+    assert "node0" in str(answer), answer
+    assert [c["needs_reauth"] for c in shared] == [True]
+    assert "node0" in nodes.log(1)
