@@ -162,6 +162,8 @@ class Link:
     async def _probe_until_up(self) -> None:
         while not self._closing:
             await asyncio.sleep(0.5)
+            if self.client is not None:  # pooled connections to the lost server are dead: drop them all
+                await self.client.connection_pool.disconnect()
             try:
                 lost = await self._check()
             except DOWN_ERRORS:
