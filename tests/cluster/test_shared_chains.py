@@ -2,9 +2,9 @@
 emulator (Exact's rules: rotation, the 570 s rule, 200 token calls a day). One ManualClock for all, so
 the scripts, the emulator and the proxies agree on every minute and a lease can run out at once.
 
-Without the sharing (``proxy.cluster.chains``, ``proxy.cluster.chain_flow``) each node would send its
-own refresh: the emulator would count several token calls per interval, TooEarly and "Old refresh
-token used"; each test checks the counts at the emulator.
+Without the sharing (``proxy.cluster.chains``, ``proxy.cluster.chain_flow`` with ``chain_refresh`` and
+``chain_start``) each node would send its own refresh: the emulator would count several token calls per
+interval, TooEarly and "Old refresh token used"; each test checks the counts at the emulator.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from proxy.clock import ManualClock
+from proxy.cluster import chain_answers, chain_refresh, chain_start  # noqa: F401 - what SharedChains runs
 from proxy.cluster.chain_flow import SharedChains
 from proxy.cluster.chains import ChainStore
 from proxy.cluster.link import Link

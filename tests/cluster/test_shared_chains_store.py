@@ -1,12 +1,13 @@
-"""The shared chain records' atomic rules on a real valkey-server (``proxy.cluster.chains``): the lease,
-the version CAS (a paused holder still commits; a rotation wins over an annotation), the intent left by
-a holder, and the day's token calls reserved and given back."""
+"""The shared chain records' atomic rules on a real valkey-server (``proxy.cluster.chains``, its scripts
+``proxy.cluster.chains_lua``): the lease, the version CAS (a paused holder still commits; a rotation wins
+over an annotation), the intent left by a holder, and the day's token calls reserved and given back."""
 
 from __future__ import annotations
 
 import pytest
 
 from proxy.clock import ManualClock
+from proxy.cluster import chains_lua  # noqa: F401 - the scripts ChainStore runs
 from proxy.cluster.chains import ChainStore
 from proxy.cluster.link import Link
 from proxy.cluster.settings import ClusterSettings
