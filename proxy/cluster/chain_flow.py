@@ -9,7 +9,7 @@ the refresh under the lease is ``proxy.cluster.chain_refresh``, the cluster-wide
   version is never overwritten; a shared one is adopted), the ``token_chains`` view is registered, and
   after an outage the chains are seeded and pending writes retried again (annotations, and the commits
   ``chain_refresh`` kept).
-- ``await before_deciding(chain, margin) -> (chain, answer)``: before the broker answers from a chain or
+- ``await before_deciding(chain) -> (chain, answer)``: before the broker answers from a chain or
   refreshes it, the shared record is read (one round trip) and adopted when newer (a chain another
   node replaced is followed). While the server is unreachable: ``answer`` is the last-read chain while
   its access token is valid, else 503 with ``Retry-After`` (nothing sent to Exact).
