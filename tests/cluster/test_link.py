@@ -114,3 +114,24 @@ async def test_reach_says_what_answers(redis_server):
     redis_server.stop()
     ok, text = await reach(_settings(redis_server.url))
     assert not ok and "unreachable" in text
+
+
+async def test_the_password_comes_from_the_environment(tmp_path, monkeypatch, caplog):
+    from tests.support.valkey import Server
+
+    server = Server(tmp_path, extra=("--requirepass", "s3cret-pw")).start()
+    try:
+        monkeypatch.delenv("EXACT_PROXY_REDIS_PASSWORD", raising=False)
+        link = Link(_settings(server.url), ManualClock())
+        await link.open()
+        assert not link.up
+        assert "auth" in link.why.lower(), link.why
+        await link.close()
+        monkeypatch.setenv("EXACT_PROXY_REDIS_PASSWORD", "s3cret-pw")
+        link = Link(_settings(server.url), ManualClock())
+        await link.open()
+        assert link.up
+        assert "s3cret-pw" not in caplog.text
+        await link.close()
+    finally:
+        server.stop()

