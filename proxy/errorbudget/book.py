@@ -12,20 +12,59 @@ Contract
   as soon as the counted errors alone reach the budget. ``release(key)`` gives the place back (always,
   in a ``finally``). A cancelled waiter takes nothing.
 - ``block(key, until)`` / ``blocked_until(key, now)``: Exact's own block, persisted in ``error_blocks``.
+- ``await take(key, budget, now_fn, probe)`` / ``done(taken, now, error)``: the same reservation as one
+  object (``Taken``): ``take`` is ``reserve_now`` or ``reserve``, ``done`` is ``release`` then, with
+  ``error``, ``add``. None from ``take``: refused, nothing taken.
+- **Cluster mode** (``share(shared)``, by the ``error_budget`` filter's load): the decisions are the
+  shared server's (``proxy.cluster.errors``): ``take`` asks it (and may find a shared negative-cache
+  answer for ``probe``: ``Taken.cached``, nothing taken); ``done``, ``block`` and the legacy ``release``
+  and ``add`` tell it in the background. The book's windows and blocks then hold the server's last
+  reply per key (``seen``), which ``count``, ``refusal`` and the headers read; nothing goes to the
+  store. ``take`` and ``reserve`` raise ``StoreUnreachable`` when the server cannot be asked: the caller
+  answers 503 and sends nothing. Without ``share`` nothing of this runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
+from proxy.errorbudget.negative_cache import Cached, RequestKey
 from proxy.errorbudget.window import ErrorWindows, Key, key_text, parse_key
 
 if TYPE_CHECKING:
     from proxy.store.base import Store
 
 COUNTS, BLOCKS = "error_counts", "error_blocks"
+
+
+class StoreUnreachable(Exception):
+    """Cluster mode: the shared server did not answer, so nothing was decided and nothing may be sent."""
+
+
+@dataclass(slots=True)
+class Taken:
+    """A place taken by ``ErrorBook.take`` (give it back with ``done``)."""
+
+    key: Key
+    waits: int = 0              # how often it waited for room (0: at once)
+    inflight: int = 1           # calls in flight on the key when it was taken, itself included
+    lease: str = ""             # cluster mode: its member in the shared in-flight set
+    cached: Cached | None = None  # cluster mode: the shared negative cache answered; nothing is taken
+
+
+class Shared(Protocol):
+    """The shared decisions of cluster mode (``proxy.cluster.errors.SharedErrors``)."""
+
+    async def take(self, book: ErrorBook, key: Key, budget: int, probe: RequestKey | None) -> Taken | None: ...
+
+    def done(self, taken: Taken, error_at: float | None) -> None: ...
+
+    def block(self, key: Key, until: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ErrorBook:
@@ -35,6 +74,19 @@ class ErrorBook:
         self.store: Store | None = None
         self._inflight: dict[Key, int] = {}
         self._waiters: dict[Key, list[_Waiter]] = {}
+        self.shared: Shared | None = None
+        self._held: dict[Key, list[Taken]] = {}       # cluster mode, legacy reserve/release
+        self._released: list[_Released] = []          # told to the server at the loop's next turn
+
+    def share(self, shared: Shared) -> None:
+        """Cluster mode: from now on the shared server decides (see the contract)."""
+        self.shared = shared
+
+    def seen(self, key: Key, times: list[float], blocked: float | None, now: float) -> None:
+        """Cluster mode: the server's counted errors and block of the key, as its last reply said."""
+        self.windows.replace(key, times, now)
+        if blocked is not None and blocked > max(now, self.blocks.get(key, 0.0)):
+            self.blocks[key] = blocked
 
     # -- persistence ---------------------------------------------------------------------------------
     async def load(self, store: Store, now: float, window: float) -> None:
@@ -61,6 +113,8 @@ class ErrorBook:
         return self.windows.reset_at(key, now)
 
     def add(self, key: Key, now: float) -> int:
+        if self.shared is not None:
+            self._shared_add(key, now)
         n = self.windows.add(key, now)
         if self.store is not None:
             self.store.put(COUNTS, key_text(key), self.windows.times(key))
@@ -92,6 +146,8 @@ class ErrorBook:
         return until
 
     def block(self, key: Key, until: float) -> None:
+        if self.shared is not None:
+            self.shared.block(key, until)
         self.blocks[key] = until
         if self.store is not None:
             self.store.put(BLOCKS, key_text(key), until)
@@ -104,7 +160,7 @@ class ErrorBook:
     def reserve_now(self, key: Key, budget: int, now: float) -> bool:
         """Take a place if one is free at once and nobody waits for one (the common case, without a
         coroutine). False: nothing was taken; ``reserve`` decides."""
-        if key in self._waiters:
+        if key in self._waiters or self.shared is not None:
             return False
         used = 0
         if not self.clean(key):
@@ -120,6 +176,12 @@ class ErrorBook:
     async def reserve(self, key: Key, budget: int, now: Callable[[], float]) -> int | None:
         """A place is taken (call ``release``): how many times it waited (0: at once). None: the counted
         errors reached the budget or Exact blocked the key; nothing is taken."""
+        if self.shared is not None:
+            place = await self.shared.take(self, key, budget, None)
+            if place is None:
+                return None
+            self._held.setdefault(key, []).append(place)
+            return place.waits
         waiter: _Waiter | None = None
         taken = False
         try:
@@ -160,12 +222,62 @@ class ErrorBook:
                     self._wake_next(key)
 
     def release(self, key: Key) -> None:
+        if self.shared is not None:
+            self._shared_release(key)
+            return
         n = self.inflight(key) - 1
         if n > 0:
             self._inflight[key] = n
         else:
             self._inflight.pop(key, None)
         self._wake_next(key)  # one place freed: one waiter looks
+
+    # -- one object per reservation ------------------------------------------------------------------
+    async def take(self, key: Key, budget: int, now: Callable[[], float],
+                   probe: RequestKey | None = None) -> Taken | None:
+        """``reserve_now`` or ``reserve`` as a ``Taken``; None: refused, nothing taken. Cluster mode: the
+        server decides, and ``probe`` (the request key of a GET) may find a shared negative-cache answer."""
+        if self.shared is not None:
+            return await self.shared.take(self, key, budget, probe)
+        if self.reserve_now(key, budget, now()):
+            return Taken(key, 0, self.inflight(key))
+        waits = await self.reserve(key, budget, now)
+        return None if waits is None else Taken(key, waits, self.inflight(key))
+
+    def done(self, taken: Taken, now: float, error: bool) -> int:
+        """The place is given back; with ``error`` Exact counted the answer: the key's count then."""
+        if self.shared is not None:
+            if taken.cached is None:
+                self.shared.done(taken, now if error else None)
+            return self.windows.add(taken.key, now) if error else 0
+        self.release(taken.key)
+        return self.add(taken.key, now) if error else 0
+
+    # -- cluster mode, for callers of reserve/release/add (the token endpoint) -----------------------
+    def _shared_release(self, key: Key) -> None:
+        held = self._held.get(key)
+        if not held:
+            return
+        taken = held.pop()
+        if not held:
+            del self._held[key]
+        self._released.append(_Released(taken))
+        if len(self._released) == 1:  # an add() right after, in the same turn, rides on this release
+            asyncio.get_running_loop().call_soon(self._settle)
+
+    def _shared_add(self, key: Key, now: float) -> None:
+        for item in self._released:
+            if item.taken.key == key and item.error_at is None:
+                item.error_at = now
+                return
+        assert self.shared is not None
+        self.shared.done(Taken(key, lease=""), now)  # an error without a place of its own
+
+    def _settle(self) -> None:
+        released, self._released = self._released, []
+        for item in released:
+            if self.shared is not None:
+                self.shared.done(item.taken, item.error_at)
 
     def _wake_next(self, key: Key, skip: _Waiter | None = None) -> None:
         """The first waiter that is not already woken looks again (a freed place wakes one, not all)."""
@@ -180,6 +292,12 @@ class ErrorBook:
         for waiter in self._waiters.get(key, ()):
             if waiter.fut is not None and not waiter.fut.done():
                 waiter.fut.set_result(None)
+
+
+@dataclass(slots=True)
+class _Released:
+    taken: Taken
+    error_at: float | None = None
 
 
 class _Waiter:

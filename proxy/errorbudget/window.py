@@ -3,7 +3,8 @@
 Contract: ``count(key, now)`` is the number of counted errors in the last ``window`` seconds;
 ``add(key, now)`` counts one; ``reset_at(key, now)`` is when the oldest counted error leaves the window
 (``now + window`` when there is none). Empty keys are dropped, so memory follows the endpoints that
-actually err. ``records()`` / ``restore()`` turn the counts into store values and back.
+actually err. ``records()`` / ``restore()`` turn the counts into store values and back;
+``replace()`` sets a key's times (cluster mode keeps the shared window's last reply here).
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ class ErrorWindows:
 
     def keys(self) -> list[Key]:
         return list(self._times)
+
+    def replace(self, key: Key, times: list[float], now: float) -> None:
+        """The key's times become ``times`` (cluster mode: the shared window as the server last said)."""
+        kept = sorted(t for t in times if t > now - self.window)
+        if kept:
+            self._times[key] = deque(kept)
+        else:
+            self._times.pop(key, None)
 
     def restore(self, key: Key, times: list[float], now: float) -> None:
         kept = sorted(t for t in times if t > now - self.window)
