@@ -26,6 +26,14 @@ without any credentials are keyed by the pseudo-app ``(no token)``: they never s
 - **Exact's block.** An upstream 429 without any ``X-RateLimit-*`` header while errors are counted on
   the key is Exact's error block: the key is not forwarded for ``block_pause`` seconds (persisted in
   ``error_blocks``), an ERROR line says so, and the tool gets the local refusal at once.
+
+Cluster mode (``services.cluster``; set up by ``load``): the budget, the calls in flight and Exact's
+blocks are the cluster's (``proxy.cluster.errors``): ``error_headroom`` reserves with one script before
+forward and tells the answer in the background; when the shared server cannot be reached the call gets
+``services.cluster.refused`` (503, ``Retry-After``) and nothing is sent. The negative cache is the
+cluster's too (``proxy.cluster.negative``): ``error_budget`` asks the server for groups it has a hint
+for, ``error_headroom``'s reservation finds the others' entries in the same round trip. The view
+``services.cluster.views["errors"]`` reads the server. On a single node none of this runs.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.clock import utc_text
 from proxy.context import Context, Next, Reply
-from proxy.errorbudget.book import ErrorBook
+from proxy.errorbudget.book import ErrorBook, StoreUnreachable
 from proxy.errorbudget.negative_cache import Cached, NegativeCache, RequestKey, request_key
 from proxy.errorbudget.settings import ErrorBudgetSettings
 from proxy.errorbudget.window import Key
@@ -44,6 +52,7 @@ from proxy.errors import exact_error
 from proxy.exact.classify import LIMITED_KINDS
 
 if TYPE_CHECKING:
+    from proxy.cluster.negative import SharedNegative
     from proxy.ops.metrics import Row
     from proxy.services import Services
     from proxy.store.base import Store
@@ -53,6 +62,7 @@ log = logging.getLogger("exact_proxy.error_budget")
 COUNTED_KINDS = LIMITED_KINDS | {"me", "token"}  # errors count on endpoints without a division too
 CACHEABLE = frozenset(("GET", "HEAD"))
 MAX_CACHED_BODY = 64 * 1024
+LEASE_MARGIN = 5.0  # cluster mode: a call's in-flight lease outlives the upstream total timeout by this
 NO_TOKEN = "(no token)"  # the app of calls without credentials: Exact charges them to no app
 
 
@@ -70,9 +80,33 @@ class ErrorBudget:
         self.services = services
         self.book = services.error_book
         self.cache = NegativeCache()
+        self.shared_cache: SharedNegative | None = None  # cluster mode
 
     async def load(self, store: Store) -> None:
-        await self.book.load(store, self.services.clock.time(), self.services.policy.error_budget.window)
+        cluster = self.services.cluster
+        if cluster is None:
+            await self.book.load(store, self.services.clock.time(), self.services.policy.error_budget.window)
+            return
+        from proxy.cluster.errors import SharedErrors
+        from proxy.cluster.negative import SharedNegative
+
+        self.book.windows.window = self.services.policy.error_budget.window
+        self.shared_cache = SharedNegative(cluster)
+        shared = SharedErrors(cluster, self._lease, lambda: self.services.policy.error_budget.window,
+                              self.shared_cache)
+        self.book.share(shared)
+        cluster.views["errors"] = shared.view
+
+    def _lease(self) -> float:
+        """How long a call may hold its place: the longest upstream timeout (the broker's token calls
+        have 30 s) and a margin."""
+        return max(self.services.policy.forwarding.total_timeout, 30.0) + LEASE_MARGIN
+
+    def close(self) -> None:
+        if self.book.shared is not None:
+            self.book.shared.close()
+        if self.shared_cache is not None:
+            self.shared_cache.close()
 
     async def handle(self, ctx: Context, call_next: Next) -> Reply:
         key = _key(ctx)
@@ -83,7 +117,16 @@ class ErrorBudget:
         book.windows.window = settings.window
 
         cacheable = ctx.method in CACHEABLE and settings.negative_cache_ttl > 0
-        if cacheable and self.cache.has_group(key) and book.blocked_until(key, now) is None:
+        shared = self.shared_cache
+        if shared is not None:
+            found = None
+            if cacheable and shared.hinted(key) and book.blocked_until(key, now) is None:
+                found = await shared.get(key, self._cache_key(ctx))
+            if found is not None:
+                ctx.decide(f"answered from the shared negative cache ({found.status}, "
+                           f"{now - found.stored_at:.0f} s old)")
+                return ctx.answer(self.name, self._stamp(_replay(found), key, settings, now))
+        elif cacheable and self.cache.has_group(key) and book.blocked_until(key, now) is None:
             hit = self.cache.get(self._cache_key(ctx), now, settings.negative_cache_ttl)
             if hit is not None:  # Exact's own answer again, even when the budget is spent
                 ctx.decide(f"answered from negative cache ({hit.status}, {now - hit.stored_at:.0f} s old)")
@@ -98,7 +141,10 @@ class ErrorBudget:
             if cacheable and reply.status in settings.negative_cache_statuses:
                 await self._remember(reply, self._cache_key(ctx), key, now, settings)
             elif 200 <= reply.status < 300 and ctx.method not in CACHEABLE:
-                self.cache.forget_group(key)  # a created or changed record may now be found
+                if shared is not None:
+                    shared.forget(key)  # on every node
+                else:
+                    self.cache.forget_group(key)  # a created or changed record may now be found
         return self._stamp(reply, key, settings, now)
 
     @staticmethod
@@ -114,6 +160,10 @@ class ErrorBudget:
             return  # too big to cache, or of unknown length (chunked): it goes to the tool as it comes
         body = await reply.read_body()
         if len(body) > MAX_CACHED_BODY:
+            return
+        if self.shared_cache is not None:
+            self.shared_cache.put(key, cache_key, reply.status, body, reply.headers.get("Content-Type"),
+                                  settings.negative_cache_ttl)
             return
         self.cache.put(cache_key, Cached(reply.status, body, reply.headers.get("Content-Type"), now, key),
                        settings.negative_cache_entries)
@@ -164,23 +214,37 @@ class ErrorHeadroom:
         if key is None:
             return await call_next(ctx)
         settings, book, clock = ctx.policy.error_budget, self.book, self.services.clock
-        waits = 0 if book.reserve_now(key, settings.budget, clock.time()) else \
-            await book.reserve(key, settings.budget, clock.time)
-        if waits is None:
+        probe = None
+        if book.shared is not None and ctx.method in CACHEABLE and settings.negative_cache_ttl > 0:
+            probe = ErrorBudget._cache_key(ctx)  # the shared negative cache is looked up in the same trip
+        try:
+            taken = await book.take(key, settings.budget, clock.time, probe)
+        except StoreUnreachable:
+            return self._unreachable(ctx)
+        if taken is None:
             ctx.answered_by = ctx.answered_by or ErrorBudget.name  # one name in logs and metrics
             return refuse(ctx, book, key, settings, clock.time()) or _gone(ctx, settings)
-        if waits:
-            ctx.decide(f"waited for error headroom ({book.inflight(key)} calls in flight)")
+        if taken.cached is not None:
+            hit = taken.cached
+            ctx.decide(f"answered from the shared negative cache ({hit.status}, "
+                       f"{clock.time() - hit.stored_at:.0f} s old)")
+            ctx.answered_by = ctx.answered_by or ErrorBudget.name
+            return _replay(hit)
+        if taken.waits:
+            ctx.decide(f"waited for error headroom ({taken.inflight} calls in flight)")
         try:
             reply = await call_next(ctx)
-        finally:
-            book.release(key)
+        except BaseException:
+            book.done(taken, clock.time(), False)
+            raise
         if reply.local or ctx.upstream_failure is not None:
+            book.done(taken, clock.time(), False)
             return reply
         now, cls = clock.time(), ctx.cls
         assert cls is not None  # the request has a key (``_key``): classify set it
-        if reply.status in settings.statuses:
-            count = book.add(key, now)
+        counted = reply.status in settings.statuses
+        count = book.done(taken, now, counted)
+        if counted:
             ctx.decide(f"counted error {count}/{settings.budget} {cls.endpoint}")
             if count >= settings.budget:
                 log.warning("error budget of app %s, division %s, endpoint %s is spent (%d errors in %g s): "
@@ -198,6 +262,13 @@ class ErrorHeadroom:
                 # (no cause left only with block_pause 0 and room in the budget: the block is over)
                 return refuse(ctx, book, key, settings, now) or _gone(ctx, settings)
         return reply
+
+    def _unreachable(self, ctx: Context) -> Reply:
+        cluster = self.services.cluster
+        assert cluster is not None  # only the shared book raises StoreUnreachable
+        ctx.decide("refused (cluster state server unreachable; nothing sent)")
+        ctx.answered_by = ctx.answered_by or ErrorBudget.name
+        return cluster.refused("this call")
 
 
 def refuse(ctx: Context, book: ErrorBook, key: Key, settings: ErrorBudgetSettings, now: float) -> Reply | None:

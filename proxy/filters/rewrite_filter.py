@@ -17,6 +17,10 @@ Contract
   way no error is spent): ``refused (no $filter; options without $: ID)``. On one not known yet the
   GET goes to Exact as sent; Exact's mandatory-filter 400 is learned from but not replayed:
   ``learned mandatory filter, not replayed (options without $: ID)``.
+- Cluster mode (``services.cluster``): the learned filters are the cluster's
+  (``proxy.cluster.mandatory``): read at start, re-read (at most once a second) before an unknown
+  endpoint is sent unfiltered, and on a mandatory-filter 400 the expression stored first by any node is
+  the one used (``HSETNX``), so each endpoint costs the cluster about one error, not one per node.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from proxy.errors import exact_error
 from proxy.exact.mandatory import add_filter, custom_options, has_filter, neutral_filter, parse_allowed_fields
 
 if TYPE_CHECKING:
+    from proxy.cluster.mandatory import SharedFilters
     from proxy.services import Services
     from proxy.store.base import Store
 
@@ -45,10 +50,17 @@ class RewriteFilter:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.learned: dict[str, str] = {}
+        self.shared: SharedFilters | None = None  # cluster mode
 
     async def load(self, store: Store) -> None:
-        """Read the endpoints learned in earlier runs."""
+        """Read the endpoints learned in earlier runs (cluster mode: and by every node)."""
         self.learned.update({k: v for k, v in (await store.load(NAMESPACE)).items() if isinstance(v, str)})
+        cluster = self.services.cluster
+        if cluster is not None:
+            from proxy.cluster.mandatory import SharedFilters
+
+            self.shared = SharedFilters(cluster)
+            self.learned.update(await self.shared.load())
 
     def wants(self, ctx: Context) -> bool:
         """An unfiltered GET of a list (not a row by key) of a REST or bulk endpoint."""
@@ -62,6 +74,9 @@ class RewriteFilter:
         settings = ctx.policy.mandatory_filters
         key = cls.endpoint
         expr = settings.endpoints.get(key) or self.learned.get(key)
+        if not expr and self.shared is not None:  # another node may have learned it since
+            await self.shared.refresh(self.learned)
+            expr = self.learned.get(key)
         custom = custom_options(ctx.raw_query)
         if expr and custom:
             return ctx.answer(self.name, _refuse(ctx, key, custom))
@@ -77,6 +92,8 @@ class RewriteFilter:
         if fields is None:
             return reply
         expr = neutral_filter(fields)
+        if expr is not None and self.shared is not None:
+            expr = await self.shared.learn(key, expr)  # the first node's expression, on every node
         if expr is None:
             log.warning("endpoint %s demands a $filter on one of %s; none of them is known to keep every "
                         "row, so the tool gets Exact's 400. Add a filter for it under "

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from proxy.clock import utc_text
-from proxy.errorbudget.book import ErrorBook
+from proxy.errorbudget.book import ErrorBook, StoreUnreachable
 from proxy.errorbudget.settings import ErrorBudgetSettings
 from proxy.errorbudget.window import Key
 
@@ -90,9 +90,14 @@ class TokenEndpoint:
             if refused is not None:
                 return refused
             book = self.book
-            if not book.reserve_now(key, settings.budget, clock.time()) and \
-                    await book.reserve(key, settings.budget, clock.time) is None:
-                return self._refusal(key, settings, clock.time()) or _busy(1)
+            try:
+                if not book.reserve_now(key, settings.budget, clock.time()) and \
+                        await book.reserve(key, settings.budget, clock.time) is None:
+                    return self._refusal(key, settings, clock.time()) or _busy(1)
+            except StoreUnreachable:  # cluster mode: the shared error budget cannot be asked
+                return Call(503, {"error": "temporarily_unavailable", "error_description": "exact-proxy: the "
+                                  "cluster's shared state server is unreachable; nothing was sent to Exact"},
+                            {"Retry-After": "5"}, local=True)
         try:
             call = await self._send(upstream, method, path, **kw)
         finally:
