@@ -83,7 +83,10 @@ local function blocked(s, mu, first)
   if mu >= s.ml then return 'minute', s.ms + 60000 end
   local left = s.ml - mu
   if left <= s.tail then
-    if not first then return 'pace', -1 end
+    if not first then  -- a call behind the head: when its turn comes (every node wakes for it then)
+      if s.ps >= s.ms and left <= s.pl then return 'pace', math.ceil(s.ps + (s.pl - left) * s.pt) end
+      return 'pace', -1
+    end
     local paced = paced_at(s, left)
     if paced > NOW then return 'pace', math.ceil(paced) end
   end
