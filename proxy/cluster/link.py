@@ -7,6 +7,10 @@ Contract
   or, when the node runs on an injected clock (tests, the demo), that clock's time passed as ``ARGV[1]``,
   so that every node agrees on Exact's clock minute. ``await run(script, keys, args)`` prepends that
   argument and returns the script's reply.
+- **One round trip per loop turn.** Scripts run in the same event-loop turn (the concurrent requests
+  of a burst) go to the server together in one pipeline (not a transaction: each script is still
+  its own atomic decision), which cuts the client's CPU per call several times over. A script the
+  server does not know (``NOSCRIPT``: it restarted) did not run; it is loaded and sent again.
 - **No automatic resend.** redis-py resends a command after a lost reply by default; a resent
   reservation is a second reservation. Here every call is tried once, with ``timeout_ms``, from a pool
   that waits when all its connections are busy (it never fails for being full).
@@ -56,6 +60,15 @@ DOWN_ERRORS: tuple[type[BaseException], ...] = (
 RETRY_AFTER = 5  # seconds a tool is told to wait while the server is unreachable
 
 
+BATCH = 64  # scripts per pipeline
+
+
+def _fail(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, _, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
 class StoreDown(Exception):
     """The shared server did not answer: nothing was decided, nothing may be sent to Exact."""
 
@@ -75,6 +88,8 @@ class Link:
         self._warned_offset = False
         self._closing = False
         self._server_clock = isinstance(clock, SystemClock)
+        self._batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
+        self._senders: set[asyncio.Task[None]] = set()
 
     # -- life ------------------------------------------------------------------------------------
     def _pool(self) -> BlockingConnectionPool:
@@ -94,6 +109,8 @@ class Link:
 
     async def close(self) -> None:
         self._closing = True
+        if self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
         if self._probe is not None:
             self._probe.cancel()
             self._probe = None
@@ -133,11 +150,53 @@ class Link:
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str | int | float] = ()) -> Any:
         if not self.up or self.client is None:
             raise StoreDown(self.why)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((script, [len(keys), *keys, self.now_arg(), *args], fut))
+        if len(self._batch) == 1:  # the first of this loop turn: send them all when the turn ends
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        return await fut
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch[:BATCH], self._batch[BATCH:]
+        if self._batch:
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._senders.add(task)  # our own task, never cancelled by a caller: no reply is left unread
+        task.add_done_callback(self._senders.discard)
+
+    async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
         try:
-            return await script(keys=list(keys), args=[self.now_arg(), *args])
+            if self.client is None or not self.up:
+                raise StoreDown(self.why)
+            pipe = self.client.pipeline(transaction=False)
+            for script, args, _ in batch:
+                pipe.execute_command("EVALSHA", script.sha, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            for i, reply in enumerate(replies):
+                if isinstance(reply, rx.NoScriptError):  # not run: load it and send it once more
+                    script, args, _ = batch[i]
+                    await self.client.script_load(script.script)
+                    try:
+                        replies[i] = await self.client.execute_command("EVALSHA", script.sha, *args)
+                    except rx.ResponseError as exc:  # the script's own error, for its caller only
+                        replies[i] = exc
         except DOWN_ERRORS as exc:
             self._went_down(exc)
-            raise StoreDown(self.why) from exc
+            _fail(batch, StoreDown(self.why))
+            return
+        except StoreDown as exc:
+            _fail(batch, exc)
+            return
+        except Exception as exc:  # a bug or a refused command: every caller of this batch hears it
+            _fail(batch, exc)
+            return
+        for (_, _, fut), reply in zip(batch, replies, strict=True):
+            if fut.done():
+                continue  # the caller went away (the script ran: safe to over-count)
+            if isinstance(reply, Exception):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
 
     async def command(self, *args: object) -> Any:
         """One plain command (reads for the status page, heartbeats), failing closed like ``run``."""

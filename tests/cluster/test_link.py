@@ -135,3 +135,18 @@ async def test_the_password_comes_from_the_environment(tmp_path, monkeypatch, ca
         await link.close()
     finally:
         server.stop()
+
+
+async def test_scripts_of_one_loop_turn_share_a_round_trip_and_keep_their_own_answers(redis_server):
+    link = Link(_settings(redis_server.url), ManualClock())
+    await link.open()
+    incr = link.script("return redis.call('INCR', KEYS[1])")
+    broken = link.script("return redis.call('NO_SUCH_COMMAND')")
+    calls = [link.run(incr, [link.key("n")]) for _ in range(100)] + [link.run(broken, [])]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert sorted(results[:100]) == list(range(1, 101))  # each script once, each its own reply
+    assert isinstance(results[100], Exception) and not isinstance(results[100], StoreDown)
+    assert link.up  # a script's error is not an outage
+    info = await link.command("INFO", "clients")
+    assert info["connected_clients"] <= 4  # a pipeline per turn, not a connection per call
+    await link.close()
