@@ -152,8 +152,8 @@ async def utilisation(args: argparse.Namespace, tmp: str, redis_url: str) -> Non
     minutes = Counter(int(r["ts"] // 60) for r in rows if r["status"] == 200)
     full = [minutes[m] for m in sorted(minutes)][:-1]  # the last minute is the tail of the backlog
     used = min(full) / 60 if full else 0.0
-    print(f"3. utilisation at twice the limit: 3 nodes, 40 tools, {total} calls over {args.minutes} minutes' "
-          f"worth (clock x{args.factor:g})")
+    print(f"3. utilisation at twice the limit: 3 nodes, 40 tools asking at once for {total} calls, twice what "
+          f"Exact allows in {args.minutes} minutes (clock x{args.factor:g})")
     print(f"   upstream 429s: {emu.count(outcome='minutely_429')} (target 0); answers at the tools: {dict(statuses)}")
     print(f"   calls per full minute: {full} -> least used minute {used:.0%} (target >= 97 %)")
 
