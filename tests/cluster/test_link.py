@@ -154,3 +154,19 @@ async def test_scripts_of_one_loop_turn_share_a_round_trip_and_keep_their_own_an
     info = await link.command("INFO", "clients")
     assert info["connected_clients"] <= 4  # a pipeline per turn, not a connection per call
     await link.close()
+
+
+async def test_a_cancelled_caller_leaves_no_reply_for_the_next_one(redis_server):
+    """redis-py once handed a cancelled command's reply to the next caller (CVE-2023-28858): tools that
+    disconnect cancel their waiting requests here all the time."""
+    link = Link(_settings(redis_server.url, timeout_ms=2000), ManualClock())
+    await link.open()
+    slow = link.script("local x = 0; for i = 1, 20000000 do x = x + i end; return 'slow'")
+    echo = link.script("return ARGV[2]")
+    task = asyncio.ensure_future(link.run(slow, []))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    answers = await asyncio.gather(*(link.run(echo, [], [f"mine-{i}"]) for i in range(5)))
+    assert answers == [f"mine-{i}".encode() for i in range(5)]
+    assert link.up
+    await link.close()
