@@ -1,4 +1,4 @@
-"""The ``exact-proxy`` command: run, check-config, emulate, demo.
+"""The ``exact-proxy`` command: run, check-config, status, usage, emulate, demo.
 
 Contract: every subcommand returns a process exit code (0 ok, 1 failed, 2 bad usage or bad config).
 ``run`` refuses to start on an invalid policy and prints every problem with file, line, key and reason.
@@ -159,6 +159,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(policy, url=args.url, as_json=args.json)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    policy = _load(_config_path(args.config))
+    if policy is None:
+        return 2
+    if args.state:
+        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
+    from proxy.ops.usage_cli import usage
+
+    return usage(policy, url=args.url, day=args.day, by=args.by, as_json=args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo.run import main as demo_main
 
@@ -199,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--state", help="state file to read when the proxy is down (default: the policy's)")
     st.add_argument("--json", action="store_true", help="print JSON for scripts")
     st.set_defaults(func=cmd_status)
+
+    us = sub.add_parser("usage", help="where the budget went: calls per day, tool, division and endpoint, "
+                        "and advice")
+    us.add_argument("--config", help=f"policy file (default: $EXACT_PROXY_CONFIG or ./{DEFAULT_CONFIG})")
+    us.add_argument("--url", help="the proxy to ask (default: the policy's first listener)")
+    us.add_argument("--state", help="state file to read when the proxy is down (default: the policy's)")
+    us.add_argument("--day", help="the UTC day, YYYY-MM-DD (default: today)")
+    us.add_argument("--by", choices=("tool", "division", "endpoint", "app"), help="group the rows (default: "
+                    "every key: app, division, listener, tool, endpoint)")
+    us.add_argument("--json", action="store_true", help="print JSON for scripts")
+    us.set_defaults(func=cmd_usage)
 
     key = sub.add_parser("token-key", help="print a new key for EXACT_PROXY_TOKEN_KEY (tokens encrypted at rest)")
     key.set_defaults(func=cmd_token_key)

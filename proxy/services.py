@@ -2,7 +2,7 @@
 
 Contract: ``Services(holder, clock)`` holds the clock, the policy holder, the upstream HTTP client (one
 pool, keep-alive, no cookie jar, no decompression), the store, the metrics, the error book, the token
-broker, the upstream resolver and the filters built from ``pipeline.ORDER`` (each checked against
+broker, the upstream resolver, the usage counts (``proxy.ops.usage``) and the filters built from ``pipeline.ORDER`` (each checked against
 ``proxy.filters.types`` as it is built). ``start()`` calls every filter's ``load`` hook, ``close()`` every
 ``close`` hook, and the metrics read every ``metric_rows`` hook. ``start()`` and ``close()`` bracket its
 life; ``close()`` releases every connection. ``ssl_for(upstream)`` is the verified TLS context of an
@@ -28,6 +28,7 @@ from proxy.filters import types as hooks
 from proxy.filters.types import Filter
 from proxy.http.resolver import UpstreamResolver
 from proxy.ops.metrics import Metrics, Row
+from proxy.ops.usage import Usage
 from proxy.policy import Policy
 from proxy.policy.hosts import Upstream
 from proxy.policy.watch import PolicyHolder
@@ -50,6 +51,7 @@ class Services:
     started_at: float
     store: Store | None                    # opened by start()
     metrics: Metrics
+    usage: Usage                           # where the budget went: per day, app, division, tool, endpoint
     cluster: ClusterNode | None            # cluster mode (policy cluster.redis_url); None on one node
     error_book: ErrorBook                  # shared by error_budget, error_headroom and the token endpoint
     tokens: ChainBroker
@@ -65,6 +67,8 @@ class Services:
         self._ssl: dict[str, ssl.SSLContext] = {}
         self.store = None
         self.metrics = Metrics()
+        self.usage = Usage(self)
+        self.metrics.registry.register(self.usage.collector())
         self.cluster = None
         if self.policy.cluster.enabled:  # before everything that shares state through it
             from proxy.cluster.node import ClusterNode
@@ -108,6 +112,7 @@ class Services:
         for f in self.filters:  # filters that keep state read it back (learned filters, windows, errors)
             if isinstance(f, hooks.Loads):
                 await f.load(store)
+        await self.usage.load(store)
         await self.tokens.load()
         self.tokens.start()
         self._summary_task = asyncio.get_running_loop().create_task(self._summaries())
@@ -140,6 +145,7 @@ class Services:
         for f in self.filters:  # filters with state write their final, exact figures (a clean stop)
             if isinstance(f, hooks.Closes):
                 f.close()
+        self.usage.close()
         if self.store is not None:
             await self.store.close()
         if self.http is not None:

@@ -105,7 +105,9 @@ def fill(disk) -> str:
 async def test_a_real_full_disk_under_the_proxy(small_disk, upstream, start_proxy, log_output):
     clock = ManualClock()
     state = small_disk / "state.sqlite"
-    proxy = await start_proxy(str(upstream.make_url("")).rstrip("/"), clock=clock, state_path=str(state))
+    # usage records (one per division here) are capped: the 1 MiB disk is sized for the windows
+    proxy = await start_proxy(str(upstream.make_url("")).rstrip("/"), "usage: {max_keys_per_day: 100}\n",
+                              clock=clock, state_path=str(state))
     base, store = proxy.url("default"), proxy.services.store
 
     def divisions_on_disk() -> int:
@@ -128,11 +130,11 @@ async def test_a_real_full_disk_under_the_proxy(small_disk, upstream, start_prox
         await wait_for(lambda: not store.healthy)
         code, body = await health(s, base)
         assert code == 503 and "database or disk is full" in body["reason"], body
-        before = divisions_on_disk()
+        before, records = divisions_on_disk(), len(on_disk(state))
 
         os.truncate(filler, os.path.getsize(filler) - 32 * 1024)  # some room, not enough for all
         await clock.advance(1.0)
-        await wait_for(lambda: divisions_on_disk() > before)
+        await wait_for(lambda: len(on_disk(state)) > records)  # windows and usage records, smallest first
         partly = divisions_on_disk()
         assert partly < 1003 and (await health(s, base))[0] == 503
 

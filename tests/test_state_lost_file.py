@@ -39,7 +39,8 @@ def on_disk(path) -> dict[tuple[str, str], object]:
 
 async def in_memory(store) -> dict[tuple[str, str], object]:
     out = {}
-    for ns in ("windows", "error_counts", "error_blocks", "learned_filters", "token_chains", "token_calls"):
+    for ns in ("windows", "error_counts", "error_blocks", "learned_filters", "token_chains", "token_calls",
+               "usage"):
         out.update({(ns, key): v for key, v in (await store.load(ns)).items()})
     return out
 

@@ -2,7 +2,8 @@
 
 Contract: a step (``proxy.pipeline``) that registers a finisher on ``ctx``; the finisher logs method,
 target (secrets masked), status, division, endpoint, app, upstream and total milliseconds, bytes in and
-out, and every decision the other filters recorded, and counts the request in the metrics. (An
+out, and every decision the other filters recorded, and counts the request in the metrics and in the
+usage of its day, app, division, tool and endpoint (``proxy.ops.usage``). (An
 exception from a filter becomes a 500 in Exact's envelope and an ERROR line in ``proxy.http.handler.handle``.)
 """
 
@@ -31,6 +32,7 @@ class AccessLog:
     def _finish(self, ctx: Context, status: int) -> None:
         clock = self.services.clock
         self.services.metrics.observe(ctx, status)
+        self.services.usage.count(ctx, status)
         cls = ctx.cls
         log_access({
             "ts": clock.time(),

@@ -10,6 +10,10 @@ Contract
 - ``/_proxy/status``: a JSON snapshot: policy, listeners, state store, counts of what was answered
   locally, and the ``snapshot()`` of every filter and service that has one (windows, queues, pauses,
   error counts, token chains). ``exact-proxy status`` renders it.
+- ``/_proxy/usage``: where the budget went (``proxy.ops.usage``): the usage of one UTC day
+  (``?day=YYYY-MM-DD``, default today) grouped by ``?by=tool|division|endpoint|app`` (default: every
+  key), with its totals and advice; 400 for a day or grouping it does not know. In cluster mode it is
+  this node's usage. The status carries today's advice under ``advice``.
 - ``/_proxy/metrics`` (and ``/metrics``, which Exact has no path for either): Prometheus text.
 - Answered only to loopback clients whose ``Host`` names this machine (``proxy.ops.admin_access``: no DNS
   rebinding) unless the policy's ``admin.allow_remote`` says otherwise; anyone else gets 403.
@@ -26,7 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.filters.types import Snapshots
-from proxy.ops import admin_access
+from proxy.ops import admin_access, usage
 
 if TYPE_CHECKING:
     from proxy.services import Services
@@ -86,6 +90,7 @@ def status(services: Services) -> dict[str, Any]:
         "totals": dict(services.metrics.totals),
         "answered_locally": _local_counts(services),
         "token_chains": services.tokens.snapshot(),
+        "advice": services.usage.advice(),
     }
     for f in services.filters:
         if isinstance(f, Snapshots):
@@ -114,11 +119,24 @@ async def dispatch(request: web.BaseRequest, services: Services) -> web.Response
     if path == "/_proxy/health":
         code, body = health(services)
         return web.json_response(body, status=code)
+    if path == "/_proxy/usage":
+        return _usage(request, services)
     if path == "/_proxy/status":
         body = status(services)
         if services.cluster is not None:  # the shared view, read from the server
             body["cluster"] = await services.cluster.view()
         return web.json_response(body)
     return web.json_response({"error": f"no admin endpoint {path}",
-                              "endpoints": ["/_proxy/health", "/_proxy/status", "/_proxy/metrics"]},
+                              "endpoints": ["/_proxy/health", "/_proxy/status", "/_proxy/usage",
+                                            "/_proxy/metrics"]},
                              status=404)
+
+
+def _usage(request: web.BaseRequest, services: Services) -> web.Response:
+    day, by = request.query.get("day") or None, request.query.get("by") or None
+    if day is not None and not usage.valid_day(day):
+        return web.json_response({"error": f"day must be a date like 2026-11-25, got {day[:40]!r}"}, status=400)
+    if by is not None and by not in usage.BY:
+        return web.json_response({"error": f"by must be one of {', '.join(usage.BY)}, got {by[:40]!r}"},
+                                 status=400)
+    return web.json_response(services.usage.report(day, by))

@@ -6,6 +6,9 @@ Contract: ``status(policy, url=None, as_json=False, out=stdout) -> exit code``.
   it holds (windows, pauses, error counts, token chains), saying that the figures are from disk.
 - In cluster mode the live answer starts with the cluster: the server, whether it answers, the live
   nodes and the shared windows, error counts and chains as the server holds them; then this node's own.
+- Advice (``proxy.ops.usage``: a tool that keeps re-reading a whole set that has a sync or bulk
+  alternative) is listed under "advice": today's live, or, from the state file, that of the newest day
+  it holds (with the policy's ``usage.advice``); the other usage figures are ``exact-proxy usage``'s.
 - ``--json`` prints the same data as JSON for scripts. Never prints a token, code or secret: the
   status endpoint and the state file reader only carry counts, times and ids.
 Exit codes: 0 shown, 1 neither the proxy nor the state file could be read.
@@ -73,6 +76,15 @@ def _strip(value: Any) -> Any:
     return value
 
 
+def first_listener_url(policy) -> str | None:
+    """The URL of the policy's first listener, as a client on this machine reaches it."""
+    if not policy.listeners:
+        return None
+    lst = policy.listeners[0]
+    host = "127.0.0.1" if lst.host in ("0.0.0.0", "::", "") else lst.host
+    return f"{'https' if getattr(lst, 'tls', False) else 'http'}://{host}:{lst.port}"
+
+
 def _table(rows: list[dict], out, indent: str = "  ") -> None:
     if not rows:
         out.write(indent + "(none)\n")
@@ -121,7 +133,7 @@ def _section(title: str, value: Any, out) -> None:
 
 
 KNOWN = ("now", "policy", "uptime_s", "listeners", "upstreams", "state", "totals", "answered_locally",
-         "token_chains", "cluster")
+         "token_chains", "cluster", "advice")
 CLUSTER_KNOWN = ("node", "server", "reachable", "offset_s", "reason", "nodes")
 
 
@@ -164,8 +176,11 @@ def _offline(store: dict) -> dict:
 def render(data: dict, out) -> None:
     if "store" in data:  # from the state file
         out.write(f"exact-proxy status: from the {data['source']}\n")
-        for ns, items in _offline(dict(data["store"])).items():
+        store = dict(data["store"])
+        store.pop("usage", None)  # exact-proxy usage shows it; the advice is shown below
+        for ns, items in _offline(store).items():
             _section(ns, items, out)
+        _advice(data.get("advice"), out, "advice (as last written; exact-proxy usage for the figures)")
         return
     up = data.get("uptime_s", 0)
     out.write(f"exact-proxy status: live, policy {data.get('policy')}, up {up / 3600:.1f} h, at "
@@ -181,6 +196,14 @@ def render(data: dict, out) -> None:
             _section(key.replace("_", " "), value, out)
     _section("token chains", data.get("token_chains", []), out)
     _section("answered locally (by filter)", data.get("answered_locally", {}) or {"none": 0}, out)
+    _advice(data.get("advice"), out)
+
+
+def _advice(advice: Any, out, title: str = "advice (today; exact-proxy usage for the figures)") -> None:
+    if isinstance(advice, list) and advice:
+        out.write(f"\n{title}\n")
+        for a in advice:
+            out.write(f"  {a.get('advice') if isinstance(a, dict) else a}\n")
 
 
 def _cluster(view: dict, out) -> None:
@@ -197,13 +220,12 @@ def _cluster(view: dict, out) -> None:
 
 def status(policy, url: str | None = None, as_json: bool = False, out=None) -> int:
     out = out or sys.stdout
-    if url is None and policy.listeners:
-        lst = policy.listeners[0]
-        host = "127.0.0.1" if lst.host in ("0.0.0.0", "::", "") else lst.host
-        url = f"{'https' if getattr(lst, 'tls', False) else 'http'}://{host}:{lst.port}"
+    url = url or first_listener_url(policy)
     data = fetch_live(url) if url else None
     if data is None:
         data = read_state_file(policy.state.path)
+        if data is not None and "usage" in data.get("store", {}):
+            data["advice"] = _offline_advice(data["store"]["usage"], policy)
     if data is None:
         out.write(f"exact-proxy status: no proxy answers at {url} and there is no state file at "
                   f"{policy.state.path}\n")
@@ -213,3 +235,21 @@ def status(policy, url: str | None = None, as_json: bool = False, out=None) -> i
     else:
         render(data, out)
     return 0
+
+
+def table(rows: list[dict], out, indent: str = "  ") -> None:
+    """Rows of dicts as a table with upper-case column names (``exact-proxy usage`` uses it too)."""
+    _table(rows, out, indent)
+
+
+def _offline_advice(records: Any, policy) -> list[dict]:
+    """The advice of the newest day the state file holds usage of."""
+    from proxy.ops.advice import advice_rows
+
+    if not isinstance(records, dict) or not policy.usage.advice.enabled:
+        return []
+    recs = [r for r in records.values() if isinstance(r, dict) and "day" in r]
+    if not recs:
+        return []
+    newest = max(str(r["day"]) for r in recs)
+    return advice_rows([r for r in recs if r["day"] == newest], policy.usage.advice.whole_reads)

@@ -10,7 +10,8 @@ Contract
 
 Each section is read by one function beside its settings: ``policy.sections`` for the small ones,
 ``policy.hosts`` for upstreams and listeners, ``http.client_settings``, ``limits.settings``,
-``errorbudget.settings``, ``tokens.settings``, ``cluster.settings``; later features add a section and a field, nothing else.
+``errorbudget.settings``, ``tokens.settings``, ``cluster.settings``, ``ops.usage_settings``;
+later features add a section and a field, nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from proxy.errorbudget.settings import ErrorBudgetSettings, read_error_budget
 from proxy.exact.client_id import normal_client_id
 from proxy.http.client_settings import ClientSettings, read_clients
 from proxy.limits.settings import LimitSettings, RetrySettings, read_limits, read_retry
+from proxy.ops.usage_settings import UsageSettings, read_usage
 from proxy.policy.hosts import KNOWN_EXACT_HOSTS, Listener, Upstream, read_listeners, read_upstreams
 from proxy.policy.reader import PolicyError, Problem, Reader, parse
 from proxy.policy.sections import (
@@ -73,6 +75,7 @@ class Policy:
     ca: CASettings = CASettings()
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
     cluster: ClusterSettings = ClusterSettings()
+    usage: UsageSettings = UsageSettings()
     # answers of upstream_for_authority, per Host value seen (a policy object never changes)
     _by_authority: dict[str, Upstream | None] = field(default_factory=dict, init=False, repr=False,
                                                       compare=False)
@@ -140,6 +143,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     admin_r.finish()
     ca, forward_proxy = read_ca(r.mapping("ca")), read_forward_proxy(r.mapping("forward_proxy"))
     cluster = read_cluster(r.mapping("cluster"))
+    usage = read_usage(r.mapping("usage"))
     r.finish()
     if problems:
         raise PolicyError(problems)
@@ -147,7 +151,7 @@ def parse_policy(text: str, filename: str) -> Policy:
                   forwarding=forwarding, clients=clients, log=log, state=state,
                   reload_interval=reload_interval, links=links, mandatory_filters=mandatory, tokens=tokens,
                   admin=admin, error_budget=error_budget, limits=limits, retry=retry, ca=ca,
-                  forward_proxy=forward_proxy, cluster=cluster)
+                  forward_proxy=forward_proxy, cluster=cluster, usage=usage)
 
 
 def _resolve_paths(policy: Policy, base: str) -> Policy:
