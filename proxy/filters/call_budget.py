@@ -16,14 +16,25 @@ Contract, for requests with a division (``current/Me`` and token calls pass unto
   server (``proxy.cluster.windows``), one atomic reservation per call; when the server cannot be
   reached the call gets the cluster's 503 with ``Retry-After`` and nothing is forwarded. On a single
   node the windows are this process's own, kept in the store.
+- **Shares** (``limits.shares``, ``proxy.limits.shares``): a call of a share (the first that matches
+  it), or an unshared call while some share holds a reserve, also passes its share's gate; held by it,
+  it waits in the queue like any call (keeping its place while others pass) or, when its share allows
+  it only past its deadline, gets a local 429 naming the share, with ``Retry-After`` (when the share
+  allows it again) and the daily (cap or reserve of the day) or minutely ``X-RateLimit-*`` headers,
+  ``Remaining: 0`` and the reset at that time. Without shares nothing of this runs. Cluster mode does
+  not support shares yet: a start with shares fails (``ClusterError`` naming ``limits.shares``); a
+  reload that adds them is ignored with an ERROR (the shared windows still bound every call).
 - Decisions: ``queued N ms``, ``refused (daily budget) reset T``, ``refused (max_wait …)``,
-  ``upstream 429: paused until T, replayed``, ``exact remaining M/D``.
+  ``upstream 429: paused until T, replayed``, ``exact remaining M/D``; with shares ``share S: paced,
+  next call at T``, ``share S: capped, next call at T``, ``held for share S's reserve, next call at
+  T``, ``refused (share S: paced|capped|reserve) retry after N s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +46,9 @@ from proxy.limits.book import Book
 from proxy.limits.division import Division, Refusal
 from proxy.limits.patience import Patience, Tool
 from proxy.limits.settings import LimitSettings
+from proxy.limits.share_settings import DAY, share_index
+from proxy.limits.shares import ShareGate
+from proxy.limits.window import Meter
 
 if TYPE_CHECKING:
     from proxy.cluster.windows import SharedWindows
@@ -53,12 +67,19 @@ class CallBudget:
         self.shared: SharedWindows | None = None
         self.book = Book(services.clock)
         if services.cluster is not None:  # the windows are the cluster's, on the shared server
+            from proxy.cluster.settings import ClusterError
+
+            if services.policy.limits.shares:
+                raise ClusterError("limits.shares is not supported in cluster mode yet (the shares would "
+                                   "be counted by each node alone, so a reserve would not hold): remove "
+                                   "limits.shares or run a single proxy")
             from proxy.cluster.windows import SharedWindows
 
             self.shared = SharedWindows(services.cluster, services.clock, lambda: services.policy.limits)
             self.book = Book(services.clock, self.shared.division)
             services.cluster.views["windows"] = self.shared.view
         self.patience = Patience()
+        self._ignored_shares: object = None  # cluster mode: the shares of a reload, ignored (said once)
 
     async def load(self, store: Store) -> None:
         if self.shared is not None:
@@ -105,7 +126,12 @@ class CallBudget:
         if not settings.enabled or cls is None or cls.division is None or cls.kind not in LIMITED_KINDS:
             return await call_next(ctx)
         div = self.book.division(cls.app, cls.division, settings)
-        buckets = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
+        buckets: tuple[Meter, ...] = self.book.buckets_for(cls.app, cls.division, cls.endpoint, settings)
+        gate = None
+        if settings.shares:
+            gate = self._gate(ctx, settings, div)
+            if gate is not None:
+                buckets = (*buckets, gate)
         arrived = self.services.clock.time()
         deadline = arrived + settings.max_wait
         rank = -1  # looked up when the call has to wait
@@ -116,6 +142,8 @@ class CallBudget:
                     max_wait, why = self._max_wait(ctx, settings)
                     deadline = arrived + max_wait
                     ctx.max_wait = (max_wait, why)
+                    if gate is not None:
+                        self._held(ctx, gate)
                 try:
                     got = await div.acquire(rank, deadline, buckets)
                 except asyncio.CancelledError:  # the tool gave up while its call waited
@@ -123,7 +151,7 @@ class CallBudget:
                         self.patience.observe(self._tool(ctx), self.services.clock.time() - arrived)
                     raise
                 if isinstance(got, Refusal):
-                    return ctx.answer(self.name, self._refuse(ctx, cls, got, div))
+                    return ctx.answer(self.name, self._refuse(ctx, cls, got, div, gate))
                 if got > 0:
                     ctx.queued_ms += got * 1000
                     ctx.decide(f"queued {got * 1000:.0f} ms")
@@ -157,10 +185,63 @@ class CallBudget:
             ctx.decide(f"upstream 429: paused until {utc_text(until)}, replayed")
             await reply.discard()
 
-    def _refuse(self, ctx: Context, cls: Classification, refusal: Refusal, div: Division) -> Reply:
+    def _gate(self, ctx: Context, settings: LimitSettings, div: Division) -> ShareGate | None:
+        if self.shared is not None:  # cluster mode: shares are not supported (refused at start)
+            if self._ignored_shares is not settings.shares:
+                self._ignored_shares = settings.shares
+                log.error("limits.shares is not supported in cluster mode yet: the reloaded shares are "
+                          "ignored (the cluster's shared windows still bound every call)")
+            return None
+        index = share_index(settings.shares, ctx.listener.name, ctx.request.headers)
+        return self.book.share_gate(div, settings, index)
+
+    @staticmethod
+    def _held(ctx: Context, gate: ShareGate) -> None:
+        reason, until, holder = gate.blocked()
+        if reason == "reserve":
+            ctx.decide(f"held for share {holder}'s reserve, next call at {utc_text(until)}")
+        elif reason is not None:
+            ctx.decide(f"share {holder}: {'paced' if reason == 'pace' else 'capped'}, next call at "
+                       f"{utc_text(until)}")
+
+    def _refuse_share(self, ctx: Context, cls: Classification, refusal: Refusal, gate: ShareGate) -> Reply | None:
+        reason, until, holder = gate.blocked()
+        if reason is None:
+            return None
+        now = self.services.clock.time()
+        wait = max(1, math.ceil(until - now), int(refusal.headers.get("Retry-After", "1")))
+        word = {"pace": "paced", "cap": "capped"}.get(reason, "reserve")
+        ctx.decide(f"refused (share {holder}: {word}) retry after {wait} s")
+        board = gate.board
+        day = until >= board.day_start + DAY
+        reset = str(int(until * 1000))
+        if day:
+            headers = {"X-RateLimit-Limit": str(board.division.day_limit), "X-RateLimit-Remaining": "0",
+                       "X-RateLimit-Reset": reset}
+        else:
+            headers = {"X-RateLimit-Minutely-Limit": str(board.division.minute_limit),
+                       "X-RateLimit-Minutely-Remaining": "0", "X-RateLimit-Minutely-Reset": reset}
+        headers["Retry-After"] = str(wait)
+        where = f"division {cls.division} of app {cls.app}"
+        if reason == "pace":
+            text = f"share {holder} is paced in {where}: its next call may go at {utc_text(until)}"
+        elif reason == "cap":
+            text = (f"share {holder} has used its cap of the {'day' if day else 'minute'} in {where}; its next "
+                    f"call may go at {utc_text(until)}")
+        else:
+            text = (f"the calls left in {where} {'today' if day else 'this minute'} are reserved for share "
+                    f"{holder}; the next call may go at {utc_text(until)}")
+        return exact_error(429, f"{text}; retry after {wait} s", headers)
+
+    def _refuse(self, ctx: Context, cls: Classification, refusal: Refusal, div: Division,
+                gate: ShareGate | None = None) -> Reply:
         if refusal.reason == "down" and self.services.cluster is not None:
             ctx.decide("refused (cluster state server unreachable)")
             return self.services.cluster.refused("this call")
+        if gate is not None and refusal.reason == "max_wait":
+            shared = self._refuse_share(ctx, cls, refusal, gate)
+            if shared is not None:
+                return shared
         if refusal.reason == "daily":
             ctx.decide(f"refused (daily budget) reset {utc_text(refusal.retry_at)}")
             text = (f"daily call budget of app {cls.app} for division {cls.division} is spent "

@@ -16,7 +16,12 @@ Contract
   useful (without probing, it is spent). Whatever may have been lost since the last flush is assumed
   spent or confirmed by Exact first, never granted twice.
 - A reloaded policy applies to divisions already tracked from their next request (``Division.apply``).
-- ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts.
+- ``share_gate(division, settings, index)``: the meter of share ``index`` (-1: unshared calls) in that
+  division's ``ShareBoard`` (``proxy.limits.shares``), made on first use and after a reload that
+  changed the shares (counts kept by share name); None when nothing applies to the call (no shares,
+  or an unshared call while no share holds a reserve). Share counts are not persisted.
+- ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts (and
+  each share's use per division, once shares are configured).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from proxy.clock import Clock, utc_text
 from proxy.limits.buckets import ClockLimiter
 from proxy.limits.division import Division
 from proxy.limits.settings import Bucket, LimitSettings
+from proxy.limits.shares import ShareBoard, ShareGate
 from proxy.limits.turns import Turns
 
 if TYPE_CHECKING:
@@ -54,6 +60,7 @@ class Book:
         self.store: Store | None = None
         self._restored: dict[str, dict[str, Any]] = {}
         self.turns = Turns()
+        self.boards: dict[tuple[str, int], ShareBoard] = {}
 
     def division(self, app: str, division: int, settings: LimitSettings) -> Division:
         key = (app, division)
@@ -82,6 +89,18 @@ class Book:
                 b = self.buckets[key] = ClockLimiter(rule.rate, rule.per, rule.burst, self.clock)
             out.append(b)
         return tuple(out)
+
+    def share_gate(self, d: Division, settings: LimitSettings, index: int) -> ShareGate | None:
+        key = (d.app, d.division)
+        board = self.boards.get(key)
+        if board is None or board.shares is not settings.shares:
+            new = ShareBoard(d, settings.shares)
+            if board is not None:
+                new.adopt(board)
+            board = self.boards[key] = new
+        if index < 0 and not board.reserving:
+            return None
+        return board.gates[index]
 
     # -- persistence ---------------------------------------------------------------------------------
     async def load(self, store: Store) -> None:
@@ -169,6 +188,9 @@ class Book:
                          "exact_left": f"{_fmt(d.exact_minute_remaining)}/{_fmt(d.exact_day_remaining)}",
                          "queue": len(d.waiters), "longest_wait_s": round(longest, 1),
                          "paused_until": _iso(d.paused_until) if d.paused_until > now else None})
+            board = self.boards.get((d.app, d.division))
+            if board is not None and board.shares:
+                rows[-1]["shares"] = board.rows(now)
         return rows
 
     def metric_rows(self) -> Iterator[Row]:
@@ -181,6 +203,13 @@ class Book:
             yield ("exact_proxy_budget_remaining", "Calls left in the window (minute or day)",
                    {**labels, "window": "day"}, max(0, d.day_limit - d.day_used))
             yield ("exact_proxy_queue_depth", "Requests waiting for call budget", labels, len(d.waiters))
+        for board in self.boards.values():
+            board.roll(now)
+            labels = {"app": board.division.app, "division": str(board.division.division)}
+            for i, share in enumerate(board.shares):
+                for window, used in (("minute", board.minute_used[i]), ("day", board.day_used[i])):
+                    yield ("exact_proxy_share_calls", "Calls of a share (limits.shares) in the window",
+                           {**labels, "share": share.name, "window": window}, used)
 
 
 def _fmt(v: int | None) -> str:

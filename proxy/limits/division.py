@@ -23,10 +23,9 @@ from typing import Any
 
 from proxy.clock import Clock
 from proxy.exact.ratelimit import retry_after_seconds
-from proxy.limits.buckets import ClockLimiter
 from proxy.limits.settings import LimitSettings
 from proxy.limits.turns import Turns
-from proxy.limits.window import Buckets, Refusal, Window
+from proxy.limits.window import Buckets, Meter, Refusal, Window
 
 __all__ = ["Division", "Refusal", "Waiter", "retry_after_seconds"]
 
@@ -38,7 +37,7 @@ class Waiter:
     sort_key: tuple[int, int]               # (-rank, arrival): a higher rank first, then in order
     fut: asyncio.Future[Refusal | None] = field(compare=False)  # None: admitted (its call is reserved)
     deadline: float = field(compare=False)
-    buckets: tuple[ClockLimiter, ...] = field(compare=False)
+    buckets: tuple[Meter, ...] = field(compare=False)
     since: float = field(compare=False)
 
 

@@ -2,13 +2,15 @@
 
 ``limits`` mirrors Exact's windows per app and division (60 a minute, 5000 a day unless a division says
 otherwise), bounds how long a request may wait (per tool too), adds optional token buckets per
-division and/or endpoint, and names the requests that go first. ``retry`` says how transient faults are retried.
+division and/or endpoint, names the requests that go first, and gives tool classes shares of each
+division's day and minute (``shares``, read in ``proxy.limits.share_settings``). ``retry`` says how transient faults are retried.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from proxy.limits.share_settings import Share, read_shares
 from proxy.policy.matching import Match, read_match
 from proxy.policy.reader import Reader
 
@@ -45,6 +47,7 @@ class LimitSettings:
     priority: tuple[Match, ...] = ()
     tools: tuple[ToolWait, ...] = ()     # max_wait per tool (the first rule that matches)
     learn_patience: bool = True          # wait no longer than a tool was seen to give up after
+    shares: tuple[Share, ...] = ()       # shares of each division's day and minute (proxy.limits.shares)
 
     def window_limits(self, division: int) -> tuple[int, int]:
         m, d = self.divisions.get(division, (None, None))
@@ -113,8 +116,11 @@ def read_limits(r: Reader) -> LimitSettings:
         tools=tuple(tools),
         learn_patience=r.boolean("learn_patience", d.learn_patience),
     )
+    budgets = [("limits.minutely and limits.daily", s.minutely, s.daily)]
+    budgets += [(f"division {div}", *s.window_limits(div)) for div in sorted(divisions)]
+    shares = read_shares(r, budgets)
     r.finish()
-    return s
+    return replace(s, shares=shares) if shares else s
 
 
 def read_retry(r: Reader) -> RetrySettings:

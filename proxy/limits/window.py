@@ -22,14 +22,28 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from proxy.clock import Clock
 from proxy.exact.ratelimit import header_int as _int
 from proxy.exact.ratelimit import retry_after_seconds
-from proxy.limits.buckets import ClockLimiter
 from proxy.limits.settings import LimitSettings
 
-Buckets = Sequence[ClockLimiter]  # the token buckets that apply to one request
+
+class Meter(Protocol):
+    """What the queue asks of a token bucket (``proxy.limits.buckets``) or a share's gate
+    (``proxy.limits.shares``): a request held back only by its meter keeps its place in the queue."""
+
+    def has_capacity(self) -> bool: ...
+
+    def free_in(self) -> float: ...
+
+    def take(self) -> None: ...
+
+    def give_back(self) -> None: ...
+
+
+Buckets = Sequence[Meter]  # the token buckets (and the share's gate) that apply to one request
 
 
 @dataclass
