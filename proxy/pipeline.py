@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING
 from proxy.context import Context, Next, Reply
 from proxy.filters import (
     access_log,
+    cache,
     call_budget,
     classify,
+    coalesce,
     error_budget,
     forward,
     read_body,
@@ -56,14 +58,20 @@ if TYPE_CHECKING:
 __all__ = ["ORDER", "Context", "Filter", "Next", "Reply", "build", "compose"]
 
 # The order of work, outermost first. Later features insert their filter here, and nowhere else:
-#   access_log → route → classify → read_body → token_broker → rewrite_filter → error_budget
-#   → retry → call_budget → rewrite_links → token_fresh → error_headroom → forward
+#   access_log → route → classify → read_body → token_broker → cache → coalesce → rewrite_filter
+#   → error_budget → retry → call_budget → rewrite_links → token_fresh → error_headroom → forward
+# cache and coalesce come after token_broker (their key needs the token's chain) and before everything
+# that counts or spends (error and call budget, retries): a reused answer costs nothing. They sit
+# outside rewrite_links, so what they share is the answer as a tool gets it: their key includes how its
+# links are rewritten (listener, Host, links rules), so every tool still gets its own links.
 ORDER = (
     access_log.AccessLog,   # step: one line per request, with every decision taken below
     route.Route,            # step: pick the configured Exact host; refuse anything else (never an open proxy)
     classify.Classify,      # step: app, division, endpoint, kind
     read_body.ReadBody,     # step: refuse oversize bodies; buffer small ones so they can be replayed
     token_broker.TokenBroker,  # step: token requests answered from the chain; the app of a known token
+    cache.Cache,            # listed endpoints' GETs answered from memory for their TTL; writes forget them
+    coalesce.Coalesce,      # identical GETs in flight at once go to Exact once; every waiter gets the answer
     rewrite_filter.RewriteFilter,  # add the $filter Exact demands; learn new such endpoints
     error_budget.ErrorBudget,  # count Exact's 4xx per endpoint; answer locally before Exact would block
     retry.Retry,            # transient faults retried (GET/HEAD; any method only if nothing was sent)

@@ -10,8 +10,8 @@ Contract
 
 Each section is read by one function beside its settings: ``policy.sections`` for the small ones,
 ``policy.hosts`` for upstreams and listeners, ``http.client_settings``, ``limits.settings``,
-``errorbudget.settings``, ``tokens.settings``, ``cluster.settings``, ``ops.usage_settings``;
-later features add a section and a field, nothing else.
+``errorbudget.settings``, ``tokens.settings``, ``cluster.settings``, ``ops.usage_settings``,
+``reuse.settings``; later features add a section and a field, nothing else.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from proxy.policy.sections import (
     read_mandatory,
     read_state,
 )
+from proxy.reuse.settings import CacheSettings, CoalesceSettings, read_cache, read_coalesce
 from proxy.tokens.settings import TokenSettings, read_tokens
 
 __all__ = ["KNOWN_EXACT_HOSTS", "Listener", "Policy", "PolicyError", "Upstream", "load_policy", "parse_policy"]
@@ -76,6 +77,8 @@ class Policy:
     forward_proxy: ForwardProxySettings = ForwardProxySettings()
     cluster: ClusterSettings = ClusterSettings()
     usage: UsageSettings = UsageSettings()
+    coalesce: CoalesceSettings = CoalesceSettings()
+    cache: CacheSettings = CacheSettings()
     # answers of upstream_for_authority, per Host value seen (a policy object never changes)
     _by_authority: dict[str, Upstream | None] = field(default_factory=dict, init=False, repr=False,
                                                       compare=False)
@@ -144,6 +147,7 @@ def parse_policy(text: str, filename: str) -> Policy:
     ca, forward_proxy = read_ca(r.mapping("ca")), read_forward_proxy(r.mapping("forward_proxy"))
     cluster = read_cluster(r.mapping("cluster"))
     usage = read_usage(r.mapping("usage"))
+    coalesce, cache = read_coalesce(r.mapping("coalesce")), read_cache(r)
     r.finish()
     if problems:
         raise PolicyError(problems)
@@ -151,7 +155,8 @@ def parse_policy(text: str, filename: str) -> Policy:
                   forwarding=forwarding, clients=clients, log=log, state=state,
                   reload_interval=reload_interval, links=links, mandatory_filters=mandatory, tokens=tokens,
                   admin=admin, error_budget=error_budget, limits=limits, retry=retry, ca=ca,
-                  forward_proxy=forward_proxy, cluster=cluster, usage=usage)
+                  forward_proxy=forward_proxy, cluster=cluster, usage=usage,
+                  coalesce=coalesce, cache=cache)
 
 
 def _resolve_paths(policy: Policy, base: str) -> Policy:
