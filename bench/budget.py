@@ -139,7 +139,8 @@ def _start_proxy(tmp: str, name: str, emu_port: int) -> tuple[subprocess.Popen, 
         fh.write(f"upstreams: {{emu: {{base_url: 'http://127.0.0.1:{emu_port}'}}}}\n"
                  f"listeners: [{{name: b, port: {port}, upstream: emu}}]\n"
                  f"log: {{file: '{tmp}/{name}.log'}}\nstate: {{path: '{tmp}/{name}.sqlite'}}\n"
-                 "limits: {minutely: 100000000, daily: 1000000000}\n")
+                 "limits: {minutely: 100000000, daily: 1000000000}\n"
+                 "coalesce: {enabled: false}\n")  # the cost of each forwarded call, none shared
     proc = subprocess.Popen([sys.executable, "-m", "proxy", "run", "--config", path], cwd=ROOT,
                             stdout=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}"

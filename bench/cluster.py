@@ -42,7 +42,7 @@ from proxy.tokens.sealing import new_key  # noqa: E402
 from tests.support.valkey import Server  # noqa: E402
 
 KEY = new_key()
-WIDE = "limits: {minutely: 100000000, daily: 1000000000, max_wait: 900}\n"
+WIDE = "limits: {minutely: 100000000, daily: 1000000000, max_wait: 900}\ncoalesce: {enabled: false}\n"  # per call
 
 
 def _policy(tmp: str, name: str, port: int, upstream: str, redis_url: str | None, extra: str = WIDE) -> str:
@@ -123,7 +123,7 @@ async def utilisation(args: argparse.Namespace, tmp: str, redis_url: str) -> Non
     token = emu.issue_tokens("test-app")["access_token"]
     upstream = f"http://127.0.0.1:{emu_port}"
     ports = [free_port() for _ in range(3)]
-    procs = [_proxy(_policy(tmp, f"u{i}", p, upstream, redis_url, "limits: {max_wait: 900}\n"), clock)
+    procs = [_proxy(_policy(tmp, f"u{i}", p, upstream, redis_url, "limits: {max_wait: 900}\ncoalesce: {enabled: false}\n"), clock)
              for i, p in enumerate(ports)]
     total = 2 * 60 * args.minutes
     statuses: Counter[int] = Counter()

@@ -139,7 +139,8 @@ async def main(args: argparse.Namespace) -> None:
                  f"listeners: [{{name: bench, port: {proxy_port}, upstream: bench}}]\n"
                  f"log: {{file: '{os.path.join(tmp, 'proxy.log')}'}}\nstate: {{path: '{tmp}/s.sqlite'}}\n"
                  # every filter in place, with windows wide enough not to throttle the measurement
-                 "limits: {minutely: 100000000, daily: 1000000000}\n")
+                 "limits: {minutely: 100000000, daily: 1000000000}\n"
+                 "coalesce: {enabled: false}\n")  # the cost of each forwarded call, none shared
     me = os.path.abspath(__file__)
     procs = [
         subprocess.Popen([sys.executable, me, "--serve-upstream", str(up_port)]),

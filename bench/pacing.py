@@ -73,7 +73,7 @@ async def _until_minute(clock, offset: float) -> float:
 
 
 async def in_a_row(factor: float, pace: float) -> dict:
-    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, probe: false}}\n")
+    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, probe: false}}\ncoalesce: {{enabled: false}}\n")
     waits = []
     async with aiohttp.ClientSession() as s:
         await _until_minute(clock, 0.05)
@@ -90,7 +90,7 @@ async def in_a_row(factor: float, pace: float) -> dict:
 
 
 async def hammer(factor: float, pace: float) -> dict:
-    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, max_wait: 600}}\n")
+    clock, emu, proxy, h = await _setup(factor, f"limits: {{pace: {pace}, max_wait: 600}}\ncoalesce: {{enabled: false}}\n")
     done: list[tuple[int, float]] = []
     calls = [21 + i % 2 for i in range(300)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
@@ -117,7 +117,7 @@ async def hammer(factor: float, pace: float) -> dict:
 
 async def release_burst(factor: float, divisions: int, spread: bool) -> dict:
     # a slow clock, so that filling and queueing fit in one minute
-    clock, emu, proxy, h = await _setup(factor, "limits: {pace: 0, probe: false, max_wait: 600}\n")
+    clock, emu, proxy, h = await _setup(factor, "limits: {pace: 0, probe: false, max_wait: 600}\ncoalesce: {enabled: false}\n")
     book = next(f for f in proxy.services.filters if f.name == "call_budget").book
     if not spread:
         book.turns.per_turn = 10 ** 9  # the baseline: every queue released at once

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from overhead import ROOT, free_port, wait_up  # noqa: E402
 
 # No call budget in the way of a throughput figure (the upstream here is not Exact).
-LIMITS = "limits: {minutely: 100000000, daily: 1000000000}\n"
+LIMITS = "limits: {minutely: 100000000, daily: 1000000000}\ncoalesce: {enabled: false}\n"  # every page its own call
 
 
 def build_page(base: str, rows: int = 1000) -> bytes:
