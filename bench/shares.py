@@ -8,7 +8,9 @@ three minutes), starting just before 00:00 UTC. One division, Exact's 60 a minut
 minute; ``replication`` (listener ``etl``) is paced at 4,000 calls over 00:00-07:00. The batch job
 reads 4,000 times with two workers (a 429 is retried after its ``Retry-After``); the interactive tool
 opens 200 sessions of 5 reads in a row at random times of the day (seeded): 1,000 calls. Goals: the
-interactive tool never waits more than 1 s (clock) for a call and never sees "daily budget spent";
+interactive tool's calls are never held more than 1 s (clock) for call budget (the proxy's own ``queued N
+ms`` decision in its access log; the end-to-end time is printed too, but at factor 480 each real
+millisecond of the machine's round trip is half a clock second) and it never sees "daily budget spent";
 the batch finishes inside its window; 0 upstream 429s; the day used >= 97% (demand: 5,000).
 
 Part 2, cost: two proxies (real ``exact-proxy run`` processes) in front of one emulator with its
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import random
@@ -64,7 +67,7 @@ async def one_day(factor: float) -> bool:
     with open(path, "w") as fh:
         fh.write(f"upstreams: {{emu: {{base_url: '{emu.base_url}'}}}}\n"
                  "listeners: [{name: b, port: 0, upstream: emu}, {name: etl, port: 0, upstream: emu}]\n"
-                 f"log: {{file: '{tmp}/proxy.log'}}\nstate: {{path: '{tmp}/s.sqlite'}}\n" + SHARES)
+                 f"log: {{file: '{tmp}/proxy.log', format: json}}\nstate: {{path: '{tmp}/s.sqlite'}}\n" + SHARES)
     policy = load_policy(path)
     setup_logging(policy.log, None, stream=open(os.devnull, "w"))  # noqa: SIM115
     proxy = ProxyServer(PolicyHolder(policy, path), clock)
@@ -122,19 +125,38 @@ async def one_day(factor: float) -> bool:
     await proxy.stop()
     await emu.stop()
     waits.sort()
+    held = _held(os.path.join(tmp, "proxy.log"), "b")
     finished = (batch["done_at"] - day0) / 3600 if batch["done_at"] else math.inf
     print(f"part 1: one emulator day (clock x{factor:g}), one division, 60/minute and 5,000/day")
     print(f"  batch (replication, paced 4,000 over 00:00-07:00): {batch['ok']} ok, {batch['429']} local 429s "
           f"retried, finished at {finished:.2f} h UTC   (target <= 7.00)")
     print(f"  interactive (reserve 1,000/day, 10/minute): {inter['ok']} ok, {inter['429']} 429s "
-          f"({inter['daily']} 'daily budget spent'); wait p50 {statistics.median(waits):.2f} s, "
-          f"p99 {waits[int(len(waits) * 0.99)]:.2f} s, longest {waits[-1]:.2f} s (clock)   (target <= 1 s, 0)")
+          f"({inter['daily']} 'daily budget spent'); held by the proxy for call budget: p50 "
+          f"{statistics.median(held):.2f} s, p99 {held[int(len(held) * 0.99)]:.2f} s, longest {held[-1]:.2f} s "
+          f"(clock)   (target <= 1 s, 0)")
+    print(f"    end to end, which adds the machine's round trip times the clock factor ({factor:g}: 2 ms real "
+          f"is {0.002 * factor:.2f} s): p50 {statistics.median(waits):.2f} s, p99 "
+          f"{waits[int(len(waits) * 0.99)]:.2f} s, longest {waits[-1]:.2f} s")
     print(f"  Exact accepted {accepted} of 5,000 (demand 5,000): utilisation {accepted / 5000:.1%}   "
           "(target >= 97%)")
     print(f"  upstream 429s: {upstream_429}   (target 0)")
     print(f"  (the proxy's log: {tmp}/proxy.log)")
-    return (finished <= 7.0 and waits[-1] <= 1.0 and inter["daily"] == 0 and inter["429"] == 0
+    return (finished <= 7.0 and held[-1] <= 1.0 and inter["daily"] == 0 and inter["429"] == 0
             and upstream_429 == 0 and accepted / 5000 >= 0.97 and batch["ok"] == 4000)
+
+
+def _held(log: str, listener: str) -> list[float]:
+    """Seconds (clock) each call of ``listener`` was held for call budget: the access log's
+    ``queued N ms`` decision, 0 for a call that went at once."""
+    out = []
+    with open(log, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("event") != "request" or rec.get("listener") != listener:
+                continue
+            queued = [d for d in rec.get("decision", []) if d.startswith("queued ") and d.endswith(" ms")]
+            out.append(float(queued[0].split()[1]) / 1000 if queued else 0.0)
+    return sorted(out) or [0.0]
 
 
 def _start_proxy(tmp: str, name: str, emu_port: int, shares: bool) -> tuple[subprocess.Popen, str]:
