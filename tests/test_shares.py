@@ -132,3 +132,34 @@ async def test_shares_reloaded_in_cluster_mode_are_ignored(caplog):
         assert budget._gate(ctx, policy.limits, None) is None  # type: ignore[arg-type]
     assert [r.levelname for r in caplog.records if "not supported in cluster mode" in r.getMessage()] == ["ERROR"]
     await asyncio.sleep(0)
+
+
+CAPPED = """  probe: false
+  shares:
+    - {name: batch, match: {user_agent: "etl*"}, cap: {day: 6}}
+"""
+
+
+async def test_a_shares_counts_outlive_a_restart_the_same_day(emulator, start_proxy, tmp_path):
+    """Every counter is kept in the state file: a capped batch tool does not get its day's cap again
+    because the proxy restarted."""
+    clock = ManualClock(start=DAY0 + 10 * 3600)
+    emu = await emulator(config={"access_token_lifetime": 10 ** 7}, clock=clock)
+    token = emu.state.issue_tokens("test-app")["access_token"]
+    etl = {"Authorization": f"Bearer {token}", "Accept": "application/json", "User-Agent": "etl/1"}
+    state = str(tmp_path / "shares.sqlite")
+    proxy = await start_proxy(emu.base, "limits:\n" + CAPPED, clock=clock, state_path=state)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(4):
+            async with s.get(proxy.url("default") + URL.format(div=7), headers=etl) as r:
+                assert r.status == 200
+    await proxy.stop()  # a clean stop writes the exact counts
+    await clock.advance(120)
+    proxy = await start_proxy(emu.base, "limits:\n" + CAPPED, clock=clock, state_path=state)
+    statuses = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(4):
+            async with s.get(proxy.url("default") + URL.format(div=7), headers=etl) as r:
+                statuses.append(r.status)
+    assert statuses == [200, 200, 429, 429]  # 4 + 2 = the cap of 6 for the day
+    assert emu.state.count(division=7, outcome="ok") == 6

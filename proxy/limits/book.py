@@ -19,7 +19,8 @@ Contract
 - ``share_gate(division, settings, index)``: the meter of share ``index`` (-1: unshared calls) in that
   division's ``ShareBoard`` (``proxy.limits.shares``), made on first use and after a reload that
   changed the shares (counts kept by share name); None when nothing applies to the call (no shares,
-  or an unshared call while no share holds a reserve). Share counts are not persisted.
+  or an unshared call while no share holds a reserve). The board's day counts go in the division's
+  record (``shares``) and come back when the board is made again after a restart the same day.
 - ``snapshot()`` and ``metric_rows()`` for the status page and Prometheus; no tokens, only counts (and
   each share's use per division, once shares are configured).
 """
@@ -61,6 +62,7 @@ class Book:
         self._restored: dict[str, dict[str, Any]] = {}
         self.turns = Turns()
         self.boards: dict[tuple[str, int], ShareBoard] = {}
+        self._shares_restored: dict[tuple[str, int], dict[str, Any]] = {}  # until the board is made
 
     def division(self, app: str, division: int, settings: LimitSettings) -> Division:
         key = (app, division)
@@ -71,6 +73,8 @@ class Book:
             rec = self._restored.pop(f"{app}|{division}", None)
             if rec is not None:
                 self._restore(d, rec)
+                if isinstance(rec.get("shares"), dict):
+                    self._shares_restored[key] = rec["shares"]
         elif d.settings is not settings:  # a reload: its limits apply to divisions already tracked
             d.apply(settings)
         return d
@@ -97,6 +101,8 @@ class Book:
             new = ShareBoard(d, settings.shares)
             if board is not None:
                 new.adopt(board)
+            elif key in self._shares_restored:  # the counts on file (a restart the same day)
+                new.restore(self._shares_restored.pop(key))
             board = self.boards[key] = new
         if index < 0 and not board.reserving:
             return None
@@ -127,7 +133,9 @@ class Book:
         d.persisted_day = d.day_used + extra
         d.persisted_minute_start = d.minute_start
         d.dirty = False
+        board = self.boards.get((d.app, d.division))
         self.store.put(NAMESPACE, f"{d.app}|{d.division}", {
+            **({"shares": board.record()} if board is not None and board.shares else {}),
             "minute_start": d.minute_start, "minute_ceiling": d.persisted_minute,
             "day_start": d.day_start, "day_ceiling": d.persisted_day,
             "minute_limit": d.minute_limit, "day_limit": d.day_limit,

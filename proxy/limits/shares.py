@@ -18,8 +18,10 @@ Contract (all times are ``clock.time()`` epoch seconds; a share's counts are per
   division's queue like a token bucket (``proxy.limits.window.Meter``): a call held by its share keeps
   its place while calls of other classes pass. ``blocked(now)`` says why and until when.
 - The rules and their validation: ``proxy.limits.share_settings``.
-- Counts live in memory only: after a restart a share starts its day afresh (reserves are then held
-  in full again; never more calls than the division's windows allow).
+- ``record()`` / ``restore(rec)``: the day's counts and pace state by share name, written with the
+  division's windows record (``proxy.limits.book``: exact after a clean stop; after a crash as of the
+  last write, which the windows' ceiling keeps at most ``limits.lease`` calls behind). A record of
+  another day is ignored; a share renamed or removed starts afresh. The minute's counts are not kept.
 """
 
 from __future__ import annotations
@@ -58,6 +60,25 @@ class ShareBoard:
                 self.day_used[i], self.minute_used[i] = old.day_used[j], old.minute_used[j]
                 self.pace_start[i], self.pace_used[i] = old.pace_start[j], old.pace_used[j]
                 self.pace_last[i] = old.pace_last[j]
+
+    def record(self) -> dict[str, object]:
+        return {"day_start": self.day_start,
+                "used": {s.name: self.day_used[i] for i, s in enumerate(self.shares)},
+                "pace": {s.name: [self.pace_start[i], self.pace_used[i], self.pace_last[i]]
+                         for i, s in enumerate(self.shares) if self.pace_start[i] is not None}}
+
+    def restore(self, rec: dict[str, object]) -> None:
+        self.roll(self.division.clock.time())
+        used, pace = rec.get("used"), rec.get("pace")
+        if rec.get("day_start") != self.day_start or not isinstance(used, dict):
+            return  # another day's counts
+        for i, share in enumerate(self.shares):
+            n = used.get(share.name)
+            if isinstance(n, int) and n >= 0:
+                self.day_used[i] = n
+            state = pace.get(share.name) if isinstance(pace, dict) else None
+            if isinstance(state, list) and len(state) == 3 and isinstance(state[1], int):
+                self.pace_start[i], self.pace_used[i], self.pace_last[i] = state[0], state[1], state[2]
 
     def roll(self, now: float) -> None:
         d = self.division
