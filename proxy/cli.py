@@ -154,6 +154,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     if args.state:
         policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
+    if args.watch:
+        from proxy.ops.watch import watch
+
+        return watch(policy, url=args.url, interval=args.interval)
     from proxy.ops.status_cli import status
 
     return status(policy, url=args.url, as_json=args.json)
@@ -209,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--url", help="the proxy to ask (default: the policy's first listener)")
     st.add_argument("--state", help="state file to read when the proxy is down (default: the policy's)")
     st.add_argument("--json", action="store_true", help="print JSON for scripts")
+    st.add_argument("--watch", action="store_true", help="redraw an at-a-glance view until Ctrl-C, like top")
+    st.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                    help="with --watch: seconds between redraws (default 2)")
     st.set_defaults(func=cmd_status)
 
     us = sub.add_parser("usage", help="where the budget went: calls per day, tool, division and endpoint, "
