@@ -196,10 +196,16 @@ class ErrorBudget:
         return rows
 
     def metric_rows(self) -> Iterator[Row]:
+        now = self.services.clock.time()
         for row in self.snapshot():
+            labels = {"app": row["app"], "division": "" if row["division"] is None else str(row["division"]),
+                      "endpoint": row["endpoint"]}
             yield ("exact_proxy_errors_this_hour", "Upstream errors counted per app, division and endpoint "
-                   "in the rolling hour", {"app": row["app"], "division": "" if row["division"] is None else str(row["division"]),
-                                           "endpoint": row["endpoint"]}, row["errors_this_hour"])
+                   "in the rolling hour", labels, row["errors_this_hour"])
+            until = self.book.blocked_until((row["app"], row["division"], row["endpoint"]), now)
+            yield ("exact_proxy_exact_blocked_seconds", "Seconds until the proxy sends the endpoint to Exact "
+                   "again after Exact blocked it (0: not blocked)", labels,
+                   0 if until is None else round(max(0.0, until - now), 3))
 
 
 class ErrorHeadroom:
