@@ -148,12 +148,18 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return emulator_cli.run(args)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _policy_for_reading(args: argparse.Namespace) -> Policy | None:
+    """The policy of ``status`` and ``usage``, with ``--state`` naming another state file."""
     policy = _load(_config_path(args.config))
+    if policy is not None and args.state:
+        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
+    return policy
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    policy = _policy_for_reading(args)
     if policy is None:
         return 2
-    if args.state:
-        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
     if args.watch:
         from proxy.ops.watch import watch
 
@@ -164,11 +170,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    policy = _load(_config_path(args.config))
+    policy = _policy_for_reading(args)
     if policy is None:
         return 2
-    if args.state:
-        policy = dataclasses.replace(policy, state=dataclasses.replace(policy.state, path=args.state))
     from proxy.ops.usage_cli import usage
 
     return usage(policy, url=args.url, day=args.day, by=args.by, as_json=args.json)
