@@ -27,7 +27,9 @@ from proxy.errorbudget.book import ErrorBook
 from proxy.filters import types as hooks
 from proxy.filters.types import Filter
 from proxy.http.resolver import UpstreamResolver
+from proxy.ops.events import Events
 from proxy.ops.metrics import Metrics, Row
+from proxy.ops.recent import Recent
 from proxy.ops.usage import Usage
 from proxy.policy import Policy
 from proxy.policy.hosts import Upstream
@@ -52,6 +54,8 @@ class Services:
     store: Store | None                    # opened by start()
     metrics: Metrics
     usage: Usage                           # where the budget went: per day, app, division, tool, endpoint
+    recent: Recent                         # the last decisions that were not routine (the dashboard)
+    events: Events                         # the dashboard's live feed (/_proxy/events)
     cluster: ClusterNode | None            # cluster mode (policy cluster.redis_url); None on one node
     error_book: ErrorBook                  # shared by error_budget, error_headroom and the token endpoint
     tokens: ChainBroker
@@ -68,6 +72,8 @@ class Services:
         self.store = None
         self.metrics = Metrics()
         self.usage = Usage(self)
+        self.recent = Recent()
+        self.events = Events()
         self.metrics.registry.register(self.usage.collector())
         self.cluster = None
         if self.policy.cluster.enabled:  # before everything that shares state through it

@@ -74,12 +74,12 @@ async def test_frame_banner_when_a_person_is_needed(emulator, start_proxy):
     text = frame(data, 200)
     banner = text.split("call budget")[0]
     assert "NEEDS A PERSON NOW" in banner and "nothing needs" not in banner
-    assert "Exact BLOCKED test-app division 77 crm/Accounts until 2030-01-01T01:00:00Z" in banner
+    assert "Exact blocked crm/Accounts for test-app division 77 until 2030-01-01T01:00:00Z" in banner
     assert f"chain {data['token_chains'][0]['chain']} (test-app" in banner and "refresh token rejected" in banner
-    assert "state store NOT WRITING" in banner and "cluster server redis://10.0.0.5:6379 UNREACHABLE" in banner
+    assert "state store not writing" in banner and "cluster server redis://10.0.0.5:6379 unreachable" in banner
     errors = text.split("error budget near the limit")[1].split("token chains")[0]
     assert "crm/Contacts: 9/10" in errors and "crm/Accounts" in errors and "logistics/Items" not in errors
-    assert "NEEDS REAUTH" in text.split("token chains (")[1]
+    assert "NEEDS RE-AUTHORIZATION" in text.split("token chains (")[1]
     coloured = frame(data, 200, colour=True)
     assert RED in coloured and YELLOW in coloured
 

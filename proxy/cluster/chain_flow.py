@@ -36,14 +36,13 @@ from collections import OrderedDict
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from proxy.clock import utc_text
 from proxy.cluster import chain_refresh, chain_start
 from proxy.cluster.chain_answers import DAY, unreachable
 from proxy.cluster.chains import ChainStore, Shared
 from proxy.cluster.link import StoreDown
 from proxy.ops.redact import remember_secret
 from proxy.tokens.answers import TokenAnswer, ok_body
-from proxy.tokens.chains import Chain, ChainBook
+from proxy.tokens.chains import Chain, ChainBook, status_row
 from proxy.tokens.sealing import fingerprint
 
 if TYPE_CHECKING:
@@ -278,10 +277,11 @@ class SharedChains:
             if rec is None or got.moved:
                 continue
             user = rec.get("user") or f"chain:{chain_id}"
-            out.append({"chain": chain_id, "app": app, "user": rec.get("user"),
-                        "version": got.ver, "access_expires_in_s": int(float(rec["access_expires_at"]) - now),
-                        "refresh_expires_at": utc_text(float(rec["refresh_issued_at"]) + settings.refresh_token_lifetime),
-                        "needs_reauth": bool(rec.get("needs_reauth")), "needs_reauth_why": rec.get("needs_reauth"),
-                        "access_rejected": float(rec.get("rejected_at") or 0) >= float(rec["issued_at"]) > 0,
-                        "token_calls_today": await self.store.calls_today(app, user)})
+            row = status_row(chain_id, app, rec.get("user"), issued_at=float(rec["issued_at"]),
+                             access_expires_at=float(rec["access_expires_at"]),
+                             refresh_issued_at=float(rec["refresh_issued_at"]),
+                             paused_until=float(rec.get("paused_until") or 0),
+                             needs_reauth=rec.get("needs_reauth"), rejected_at=float(rec.get("rejected_at") or 0),
+                             calls_today=await self.store.calls_today(app, user), settings=settings, now=now)
+            out.append({**row, "version": got.ver})
         return out

@@ -179,7 +179,10 @@ class SharedWindows:
             rows.append({"app": app, "division": div, "minute": f"{s.mu}/{s.ml}", "today": f"{s.du}/{s.dl}",
                          "exact_left": f"{_fmt(d.exact_minute_remaining)}/{_fmt(d.exact_day_remaining)}",
                          "queue": s.queue, "queue_here": len(d.waiters), "longest_wait_s": round(longest, 1),
-                         "paused_until": utc_text(s.pu / 1000) if s.pu > s.now else None})
+                         "paused_until": utc_text(s.pu / 1000) if s.pu > s.now else None,
+                         "minute_resets_in_s": round((s.ms + 60_000 - s.now) / 1000, 1),
+                         "day_resets_in_s": round((s.ds + 86_400_000 - s.now) / 1000, 1),
+                         "paused_for_s": round((s.pu - s.now) / 1000, 1) if s.pu > s.now else None})
         return rows
 
 

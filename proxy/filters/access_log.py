@@ -3,7 +3,8 @@
 Contract: a step (``proxy.pipeline``) that registers a finisher on ``ctx``; the finisher logs method,
 target (secrets masked), status, division, endpoint, app, upstream and total milliseconds, bytes in and
 out, and every decision the other filters recorded, and counts the request in the metrics and in the
-usage of its day, app, division, tool and endpoint (``proxy.ops.usage``). (An
+usage of its day, app, division, tool and endpoint (``proxy.ops.usage``); a request with a decision that
+is not routine is kept for the dashboard (``proxy.ops.recent``). (An
 exception from a filter becomes a 500 in Exact's envelope and an ERROR line in ``proxy.http.handler.handle``.)
 """
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from proxy.context import Context
 from proxy.ops.logs import log_access
 from proxy.ops.redact import redact_query
+from proxy.ops.tool_family import family
 
 if TYPE_CHECKING:
     from proxy.services import Services
@@ -34,7 +36,7 @@ class AccessLog:
         self.services.metrics.observe(ctx, status)
         self.services.usage.count(ctx, status)
         cls = ctx.cls
-        log_access({
+        fields = {
             "ts": clock.time(),
             "id": ctx.id,
             "listener": ctx.listener.name,
@@ -53,4 +55,7 @@ class AccessLog:
             "bytes_in": ctx.bytes_in,
             "bytes_out": ctx.bytes_out,
             "decision": list(ctx.decisions),
-        })
+        }
+        log_access(fields)
+        if ctx.decisions:
+            self.services.recent.note(fields, family(ctx.request.headers.get("User-Agent")))

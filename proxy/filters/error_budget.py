@@ -192,6 +192,7 @@ class ErrorBudget:
             rows.append({"app": key[0], "division": key[1], "endpoint": key[2],
                          "errors_this_hour": used, "budget": settings.budget,
                          "resets_at": utc_text(self.book.reset_at(key, now)) if used else None,
+                         "resets_in_s": round(self.book.reset_at(key, now) - now, 1) if used else None,
                          "exact_blocked_until": utc_text(until) if until is not None else None})
         return rows
 

@@ -92,6 +92,7 @@ class ProxyServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        await self.services.events.close()  # open dashboard pages must not hold the shutdown up
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()

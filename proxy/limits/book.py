@@ -195,7 +195,10 @@ class Book:
                          "minute": f"{d.minute_used}/{d.minute_limit}", "today": f"{d.day_used}/{d.day_limit}",
                          "exact_left": f"{_fmt(d.exact_minute_remaining)}/{_fmt(d.exact_day_remaining)}",
                          "queue": len(d.waiters), "longest_wait_s": round(longest, 1),
-                         "paused_until": _iso(d.paused_until) if d.paused_until > now else None})
+                         "paused_until": _iso(d.paused_until) if d.paused_until > now else None,
+                         "minute_resets_in_s": round(d.minute_start + 60 - now, 1),
+                         "day_resets_in_s": round(d.day_start + 86400 - now, 1),
+                         "paused_for_s": round(d.paused_until - now, 1) if d.paused_until > now else None})
             board = self.boards.get((d.app, d.division))
             if board is not None and board.shares:
                 rows[-1]["shares"] = board.rows(now)

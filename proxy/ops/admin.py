@@ -14,6 +14,12 @@ Contract
   (``?day=YYYY-MM-DD``, default today) grouped by ``?by=tool|division|endpoint|app`` (default: every
   key), with its totals and advice; 400 for a day or grouping it does not know. In cluster mode it is
   this node's usage. The status carries today's advice under ``advice``.
+- ``/_proxy/`` (and ``/_proxy``, redirected): the dashboard, one page with its CSS and script
+  (``proxy/ops/dashboard/``, served from the package: no external asset, works offline) under a strict
+  Content-Security-Policy (its own script and style only, no inline code, no frames). It reads
+  ``/_proxy/glance`` (``proxy.ops.glance``: the status at a glance, with today's calls by tool and the
+  recent non-routine decisions) and then follows ``/_proxy/events`` (``proxy.ops.events``: the same as
+  Server-Sent Events, once a second while a page is open).
 - ``/_proxy/metrics`` (and ``/metrics``, which Exact has no path for either): Prometheus text.
 - Answered only to loopback clients whose ``Host`` names this machine (``proxy.ops.admin_access``: no DNS
   rebinding) unless the policy's ``admin.allow_remote`` says otherwise; anyone else gets 403.
@@ -30,7 +36,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy.filters.types import Snapshots
-from proxy.ops import admin_access, usage
+from proxy.ops import admin_access, glance, usage
 
 if TYPE_CHECKING:
     from proxy.services import Services
@@ -40,8 +46,43 @@ log = logging.getLogger("exact_proxy.admin")
 PREFIXES = ("/_proxy/", "/metrics")
 
 
+PAGE_FILES = {"/_proxy/": ("index.html", "text/html; charset=utf-8"),
+              "/_proxy/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+              "/_proxy/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8")}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache"}
+_page_cache: dict[str, bytes] = {}
+
+
 def is_admin_path(path: str) -> bool:
-    return path.startswith("/_proxy/") or path == "/metrics" or path.startswith("/metrics?")
+    return (path.startswith("/_proxy/") or path in ("/_proxy", "/metrics") or path.startswith("/metrics?")
+            or path.startswith("/_proxy?"))
+
+
+def page_file(name: str) -> bytes:
+    """A file of the dashboard, read from the package once."""
+    body = _page_cache.get(name)
+    if body is None:
+        from importlib import resources
+
+        body = _page_cache[name] = resources.files("proxy.ops").joinpath("dashboard", name).read_bytes()
+    return body
+
+
+async def full_status(services: Services) -> dict[str, Any]:
+    """The status, with the shared view read from the server in cluster mode."""
+    body = status(services)
+    if services.cluster is not None:
+        body["cluster"] = await services.cluster.view()
+    return body
+
+
+async def glance_now(services: Services) -> dict[str, Any]:
+    return glance.glance(await full_status(services), services.usage.report(None, "tool"),
+                         services.recent.rows(), services.policy.error_budget.budget)
 
 
 def _store(services: Services) -> dict[str, Any]:
@@ -106,7 +147,7 @@ def _local_counts(services: Services) -> dict[str, int]:
     return services.metrics.local_counts()
 
 
-async def dispatch(request: web.BaseRequest, services: Services) -> web.Response:
+async def dispatch(request: web.BaseRequest, services: Services) -> web.StreamResponse:
     refused = admin_access.refusal(request, services.policy)
     if refused is not None:
         return web.json_response({"error": refused}, status=403)
@@ -114,6 +155,15 @@ async def dispatch(request: web.BaseRequest, services: Services) -> web.Response
         return web.json_response({"error": "admin endpoints answer GET only"}, status=405,
                                  headers={"Allow": "GET, HEAD"})
     path = request.path
+    if path == "/_proxy":
+        return web.Response(status=301, headers={"Location": "/_proxy/"})
+    if path in PAGE_FILES:
+        name, content_type = PAGE_FILES[path]
+        return web.Response(body=page_file(name), headers={"Content-Type": content_type, **PAGE_HEADERS})
+    if path == "/_proxy/glance":
+        return web.json_response(await glance_now(services), headers={"Cache-Control": "no-store"})
+    if path == "/_proxy/events":
+        return await services.events.stream(request, lambda: glance_now(services))
     if path in ("/_proxy/metrics", "/metrics"):
         return web.Response(body=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
     if path == "/_proxy/health":
@@ -122,13 +172,10 @@ async def dispatch(request: web.BaseRequest, services: Services) -> web.Response
     if path == "/_proxy/usage":
         return _usage(request, services)
     if path == "/_proxy/status":
-        body = status(services)
-        if services.cluster is not None:  # the shared view, read from the server
-            body["cluster"] = await services.cluster.view()
-        return web.json_response(body)
+        return web.json_response(await full_status(services))
     return web.json_response({"error": f"no admin endpoint {path}",
-                              "endpoints": ["/_proxy/health", "/_proxy/status", "/_proxy/usage",
-                                            "/_proxy/metrics"]},
+                              "endpoints": ["/_proxy/", "/_proxy/health", "/_proxy/status", "/_proxy/glance",
+                                            "/_proxy/events", "/_proxy/usage", "/_proxy/metrics"]},
                              status=404)
 
 

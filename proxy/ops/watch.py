@@ -2,12 +2,13 @@
 
 Contract:
 - ``frame(data, width=80, colour=False) -> str``: pure; one screen from the ``/_proxy/status`` JSON
-  (``None``: the proxy cannot be reached). First a banner of what needs a person now (an endpoint Exact
-  blocked, a token chain that needs re-authorization, the state store not healthy, in cluster mode the
-  shared server unreachable), then per app and division a bar for the minute and day windows
+  (``None``: the proxy cannot be reached), through ``proxy.ops.glance`` as the dashboard page is: first
+  its banner of what needs a person now (an endpoint Exact blocked, a chain that needs re-authorization
+  or expires soon, a spent day, the state store not healthy, in cluster mode the shared server
+  unreachable), then per app and division a bar for the minute and day windows
   (``[#######.....] 42/60``), the queue, its longest wait and the pause end; the error budget rows at or
-  near the limit (>= 80 %); the token chains (app, user, needs_reauth, access expires in). ``colour``
-  adds ANSI colours: red at or over the limit, yellow near it.
+  near the limit (>= 80 %); the token chains (app, user, state, access and refresh token expiry).
+  ``colour`` adds ANSI colours: red at or over the limit, yellow near it.
 - ``watch(policy, url=None, interval=2.0, out=stdout, frames=None) -> 0``: fetches the status every
   ``interval`` seconds and writes a frame; on a TTY the screen is cleared first (``ESC[H ESC[2J``) and
   colours are used, else frames are separated by a line. ``frames`` limits the redraws (tests); Ctrl-C
@@ -22,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from proxy.ops.glance import glance
 from proxy.ops.status_cli import fetch_live, first_listener_url
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -56,54 +58,6 @@ def bar(used: int, limit: int, cells: int, colour: bool = False) -> str:
     return _paint(f"[{'#' * filled}{'.' * (cells - filled)}] {used}/{limit}", fraction, colour)
 
 
-def _rows(value: Any) -> list[dict]:
-    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
-
-
-def _cluster(data: dict) -> dict:
-    cluster = data.get("cluster")
-    return cluster if isinstance(cluster, dict) else {}
-
-
-def _chains(data: dict) -> list[dict]:
-    """This node's chains, and in cluster mode the shared ones it does not hold (one row per chain)."""
-    rows, seen = [], set()
-    cluster = _cluster(data)
-    for row in _rows(data.get("token_chains")) + _rows(cluster.get("token_chains")):
-        key = (row.get("app"), row.get("chain"))
-        if key not in seen:
-            seen.add(key)
-            rows.append(row)
-    return rows
-
-
-def _errors(data: dict) -> list[dict]:
-    cluster = _cluster(data)
-    return _rows(data.get("error_budget")) + _rows(cluster.get("errors"))
-
-
-def alerts(data: dict) -> list[str]:
-    """What needs a person now, one line each."""
-    out = []
-    state = data.get("state") if isinstance(data.get("state"), dict) else {}
-    if state and not state.get("healthy"):
-        out.append(f"state store NOT WRITING ({state.get('kind')}): counters are kept in memory only")
-    cluster = data.get("cluster")
-    if isinstance(cluster, dict) and not cluster.get("reachable"):
-        out.append(f"cluster server {cluster.get('server')} UNREACHABLE: {cluster.get('reason')} "
-                   f"(calls that count are refused)")
-    for row in _errors(data):
-        until = row.get("exact_blocked_until") or row.get("exact_blocked_until_ms")
-        if until:
-            out.append(f"Exact BLOCKED {row.get('app')} division {row.get('division')} "
-                       f"{row.get('endpoint')} until {until}")
-    for row in _chains(data):
-        if row.get("needs_reauth"):
-            why = f": {row.get('needs_reauth_why')}" if row.get("needs_reauth_why") else ""
-            out.append(f"chain {row.get('chain')} ({row.get('app')}, user {row.get('user')}) NEEDS RE-AUTHORIZATION{why}")
-    return out
-
-
 def _clip(line: str, width: int) -> str:
     """Cut a line to the width (ANSI codes do not count; a coloured line is left whole)."""
     return line if "\x1b[" in line or len(line) <= width else line[: max(1, width - 1)] + "…"
@@ -119,6 +73,18 @@ def _expires(seconds: Any) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _paint_level(text: str, lvl: str, colour: bool) -> str:
+    return _paint(text, 1.0 if lvl == "over" else NEAR if lvl == "near" else 0.0, colour)
+
+
+def _window_bar(window: dict, cells: int, colour: bool) -> str:
+    used, limit = window.get("used") or 0, window.get("limit")
+    if not limit:
+        return f"{used}/?"
+    text = bar(used, limit, cells)
+    return _paint_level(text, "over" if window.get("level") == "over" else window.get("level", "ok"), colour)
+
+
 def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | None = None,
           now: float | None = None) -> str:
     """One screen of the at-a-glance view (see the module's contract)."""
@@ -129,56 +95,44 @@ def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | N
         lines.append(f"exact-proxy status --watch  {stamp}")
         lines.append(f"cannot reach the proxy at {url or '(no listener)'}; retrying")
         return "\n".join(_clip(x, width) for x in lines) + "\n"
-    head = f"exact-proxy status --watch  {stamp}  policy {data.get('policy')}"
-    lines.append(head)
-    found = alerts(data)
-    if found:
+    g = glance(data)
+    lines.append(f"exact-proxy status --watch  {stamp}  policy {data.get('policy')}")
+    if g["banner"]:
         lines.append((BOLD + RED if colour else "") + "NEEDS A PERSON NOW" + (RESET if colour else ""))
-        lines += [f"  ! {a}" for a in found]
+        lines += [_paint_level(f"  ! {b['text']}", b["level"], colour) for b in g["banner"]]
     else:
         lines.append("nothing needs a person now")
     cells = max(8, min(30, (width - 70) // 2))  # room for the names, figures, queue and pause
     lines.append("")
     lines.append("call budget (app division: minute, today, queue, longest wait, paused until)")
-    budget = _rows(data.get("call_budget"))
-    if not budget:
+    if not g["divisions"]:
         lines.append("  (no calls yet)")
-    for row in budget:
-        parts = [f"  {row.get('app')} {row.get('division')}"]
-        for window in ("minute", "today"):
-            got = _ratio(row.get(window))
-            parts.append(f"{window[0]} " + (bar(*got, cells, colour) if got else str(row.get(window))))
-        parts.append(f"q {row.get('queue', 0)}")
-        if row.get("queue"):
-            parts.append(f"wait {row.get('longest_wait_s', 0)}s")
-        if row.get("paused_until"):
-            parts.append(_paint(f"paused until {row.get('paused_until')}", 1.0, colour))
+    for d in g["divisions"]:
+        parts = [f"  {d['app']} {d['division']}", "m " + _window_bar(d["minute"], cells, colour),
+                 "t " + _window_bar(d["day"], cells, colour), f"q {d['queue']['waiting']}"]
+        if d["queue"]["waiting"]:
+            parts.append(f"wait {d['queue']['longest_wait_s']}s")
+        if d["paused_until"]:
+            parts.append(_paint(f"paused until {d['paused_until']}", 1.0, colour))
         lines.append("  ".join(parts))
-    near = []
-    for row in _errors(data):
-        used, budget_n = row.get("errors_this_hour") or 0, row.get("budget")
-        blocked = row.get("exact_blocked_until") or row.get("exact_blocked_until_ms")
-        if blocked or (isinstance(budget_n, int) and budget_n > 0 and used / budget_n >= NEAR):
-            fraction = 1.0 if blocked or not budget_n else used / budget_n
-            figure = f"{used}/{budget_n}" if budget_n else f"{used}"
-            near.append(_paint(f"  {row.get('app')} {row.get('division')} {row.get('endpoint')}: "
-                               f"{figure} errors this hour" + (f", resets {row['resets_at']}"
-                                                              if row.get("resets_at") else ""),
-                               fraction, colour))
+    near = [e for e in g["errors"] if e["level"] != "ok"]
     if near:
         lines.append("")
         lines.append("error budget near the limit")
-        lines += near
-    chains = _chains(data)
+        for e in near:
+            lines.append(_paint_level(f"  {e['app']} {e['division']} {e['endpoint']}: {e['used']}/{e['budget']} "
+                                      f"errors this hour" + (f", resets {e['oldest_leaves_at']}"
+                                                             if e["oldest_leaves_at"] else "")
+                                      + (f", BLOCKED until {e['blocked_until']}" if e["blocked_until"] else ""),
+                                      e["level"], colour))
     lines.append("")
-    lines.append("token chains (app, user, needs reauth, access expires in)")
-    if not chains:
+    lines.append("token chains (app, user, state, access expires in, refresh token expires in)")
+    if not g["chains"]:
         lines.append("  (none)")
-    for row in chains:
-        reauth = "NEEDS REAUTH" if row.get("needs_reauth") else "ok"
-        lines.append(_paint(f"  {row.get('app')}  {row.get('user')}  {reauth}  "
-                            f"{_expires(row.get('access_expires_in_s'))}",
-                            1.0 if row.get("needs_reauth") else 0.0, colour))
+    for c in g["chains"]:
+        days = f"{c['days_to_expiry']} d" if c["days_to_expiry"] is not None else "-"
+        lines.append(_paint_level(f"  {c['app']}  {c['user']}  {c['state'].upper() if c['level'] != 'ok' else 'ok'}"
+                                  f"  {_expires(c['access_expires_in_s'])}  {days}", c["level"], colour))
     return "\n".join(_clip(x, width) for x in lines) + "\n"
 
 

@@ -49,7 +49,7 @@ from proxy.clock import utc_text
 from proxy.exact.client_id import normal_client_id
 from proxy.ops.redact import remember_secret
 from proxy.tokens.answers import TokenAnswer, joined, no_client, oauth_error, ok_body, remembered_answer
-from proxy.tokens.chains import NAMESPACE, Chain, ChainBook, new_chain_id
+from proxy.tokens.chains import NAMESPACE, Chain, ChainBook, new_chain_id, status_row
 from proxy.tokens.endpoint import Call, TokenEndpoint
 from proxy.tokens.flight import Flights, Refusals, Refused, remembered
 from proxy.tokens.keepalive import KeepAlive
@@ -303,10 +303,9 @@ class ChainBroker(Refresher):
     def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock.time()
         settings = self.services.policy.tokens
-        return [{"chain": c.id, "app": c.client_id, "user": c.user, "access_expires_in_s": int(c.access_expires_at - now),
-                 "refresh_expires_at": utc_text(c.refresh_issued_at + settings.refresh_token_lifetime),
-                 "needs_reauth": bool(c.needs_reauth), "needs_reauth_why": c.needs_reauth,
-                 "access_rejected": c.rejected_at >= c.issued_at > 0,
-                 "token_calls_today": self.book.calls_today(c.key, now)}
+        return [status_row(c.id, c.client_id, c.user, issued_at=c.issued_at, access_expires_at=c.access_expires_at,
+                           refresh_issued_at=c.refresh_issued_at, paused_until=c.paused_until,
+                           needs_reauth=c.needs_reauth, rejected_at=c.rejected_at,
+                           calls_today=self.book.calls_today(c.key, now), settings=settings, now=now)
                 for c in self.book.chains.values()]
 

@@ -5,6 +5,8 @@ Contract
   token it did not know) and follows every rotation after it. It holds the current access and refresh
   token, when the last token came from Exact (the 570 s rule), and fingerprints of earlier refresh and
   access tokens so tools still holding them are recognised without those tokens being kept.
+- ``status_row(...)``: a chain as the status page shows it (times and counts, never a token), from this
+  node's ``Chain`` or a cluster record's fields alike.
 - ``ChainBook`` finds a chain by any of its tokens, counts token calls per app and user per UTC day, and
   turns chains into store records (tokens and client secret sealed, ``proxy.tokens.sealing``) and back.
 """
@@ -15,11 +17,31 @@ import secrets
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from proxy.clock import utc_text
 from proxy.tokens.sealing import Sealer, fingerprint
 
 NAMESPACE = "token_chains"
 COUNTS = "token_calls"
 DAY = 86400
+
+
+def status_row(chain_id: str, app: str, user: str | None, *, issued_at: float, access_expires_at: float,
+               refresh_issued_at: float, paused_until: float, needs_reauth: str | None, rejected_at: float,
+               calls_today: int, settings: Any, now: float) -> dict[str, Any]:
+    """One chain on the status page. ``next_refresh_at``: the earliest time the proxy sends the chain's
+    next refresh to Exact (when a tool asks for one): the access token's end less ``refresh_margin``,
+    never before ``min_refresh_interval`` after the last token nor before a TooEarly pause ends."""
+    refresh_expires = refresh_issued_at + settings.refresh_token_lifetime
+    next_refresh = max(access_expires_at - settings.refresh_margin, issued_at + settings.min_refresh_interval,
+                       paused_until)
+    return {"chain": chain_id, "app": app, "user": user, "access_expires_in_s": int(access_expires_at - now),
+            "refresh_expires_at": utc_text(refresh_expires),
+            "refresh_expires_in_s": int(refresh_expires - now),
+            "expires_soon": refresh_expires - now <= settings.warn_before_expiry,
+            "last_refresh_at": utc_text(issued_at) if issued_at > 0 else None,
+            "next_refresh_at": utc_text(next_refresh) if not needs_reauth else None,
+            "needs_reauth": bool(needs_reauth), "needs_reauth_why": needs_reauth,
+            "access_rejected": rejected_at >= issued_at > 0, "token_calls_today": calls_today}
 
 
 @dataclass
