@@ -25,7 +25,7 @@ from tests.support.scene import START_CLOCK, TOOLS, Scene
 @pytest.fixture
 async def scene(tmp_path):
     s = await Scene(tmp_path).start()
-    await s.traffic()
+    await s.busy()
     yield s
     await s.stop()
 

@@ -1,7 +1,8 @@
 """A busy proxy for the dashboard: the real emulator and the real proxy on real sockets, on one
 ``ManualClock``, with traffic that queues, spends errors, gets an endpoint blocked and refreshes a chain.
 
-``Scene(tmp_dir)``: ``await start()``; ``await traffic()`` drives it; ``await stop()``. ``proxy_url``,
+``Scene(tmp_dir)``: ``await start()``; ``await traffic()`` drives the calls, ``await spend_errors()``
+the errors (``busy()``: both); ``await stop()``. ``proxy_url``,
 ``emulator_url``, ``tokens`` (every token a tool was given: none may reach the page), ``queued`` (calls
 still waiting for call budget when ``traffic`` returns; ``release()`` lets them through). Used by the
 glance and browser tests and by ``scripts/dashboard-screenshot``. Nothing here is a mock: the figures
@@ -132,9 +133,15 @@ class Scene:
             assert await self.get("replicator", 102, "crm/Contacts?$top=5") == 200
         for _ in range(3):  # Exact's minute limit of division 102 is spent: these wait in the queue
             self.queued.append(asyncio.create_task(self.get("excel", 102, "crm/Contacts?$top=5")))
+        await self.wait_queued(3)
+
+    async def spend_errors(self) -> None:
         for i in range(5):  # deleted records: Exact blocks the endpoint after its error limit (2 here)
             await self.get("script", 101, MISSING.format(i))
-        await self.wait_queued(3)
+
+    async def busy(self) -> None:
+        await self.traffic()
+        await self.spend_errors()
 
     async def wait_queued(self, n: int, timeout: float = 5.0) -> None:
         """Until ``n`` calls wait in a queue of the proxy."""

@@ -298,22 +298,30 @@
       el('thead', null, el('tr', null, ...heads.map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', null, ...(rows.length ? rows : [[`none`]]).map((r) => el('tr', null, ...r.map((c) => el('td', null, str(c)))))));
   }
+  // The tables are rebuilt only when a figure in them changed (a screen reader keeps its place between
+  // updates): times in them are clock times (now + seconds), which stay the same from one update to the next.
+  let tablesKey = null;
+  function at(now, s) { return (s == null || !isFinite(s)) ? '–' : clock(new Date((Number(now) + Number(s)) * 1000)); }
   function renderTables(d, box) {
-    const sec = (fn) => { try { return fn(); } catch (e) { return empty('could not show this section'); } };
-    box.replaceChildren(
-      sec(() => table('Apps and divisions', ['app', 'division', 'minute used', 'minute limit', 'minute resets in', 'day used', 'day limit',
-        'day resets in', 'Exact left (minute)', 'Exact left (day)', 'waiting', 'longest wait (s)', 'paused until'],
+    const sec = (fn) => { try { return fn(); } catch (e) { return null; } };
+    const specs = [
+      sec(() => ['Apps and divisions', ['app', 'division', 'minute used', 'minute limit', 'minute resets at', 'day used', 'day limit',
+        'day resets at', 'Exact left (minute)', 'Exact left (day)', 'waiting', 'longest wait (s)', 'paused until'],
       list(d.divisions).map((v) => { const m = v.minute || {}, y = v.day || {}, l = v.exact_left || {}, q = v.queue || {};
-        return [v.app, v.division, m.used, m.limit, dur(m.resets_in_s), y.used, y.limit, dur(y.resets_in_s), l.minute ?? '–', l.day ?? '–',
-          q.waiting, q.longest_wait_s, v.paused_until ? hms(v.paused_until) : '–']; }))),
-      sec(() => table('Error budget per endpoint', ['app', 'division', 'endpoint', 'errors', 'budget', 'level', 'oldest leaves in', 'blocked until'],
-        list(d.errors).map((e) => [e.app, e.division ?? '–', e.endpoint, e.used, e.budget, e.level, dur(e.oldest_leaves_in_s), e.blocked_until ? hms(e.blocked_until) : '–']))),
-      sec(() => table('Token chains', ['chain', 'app', 'user', 'state', 'why', 'last refresh', 'next refresh', 'days to expiry', 'token calls today'],
-        list(d.chains).map((c) => [c.chain, c.app, c.user ?? '–', c.state, c.why ?? '–', hms(c.last_refresh_at), hms(c.next_refresh_at), c.days_to_expiry, c.token_calls_today]))),
-      sec(() => table("Today's calls by tool", ['tool', 'requests', 'sent to Exact', 'answered locally'],
-        list((d.tools || {}).rows).map((r) => [r.tool, r.requests, r.exact_calls, r.local]))),
-      sec(() => table('Last decisions that were not routine', ['time', 'kind', 'method', 'path', 'status', 'tool', 'decision'],
-        list(d.decisions).map((x) => [hms(x.at), x.kind, x.method, x.path, x.status, x.tool, list(x.decisions).join(' · ')]))));
+        return [v.app, v.division, m.used, m.limit, at(d.now, m.resets_in_s), y.used, y.limit, at(d.now, y.resets_in_s), l.minute ?? '–', l.day ?? '–',
+          q.waiting, q.longest_wait_s, v.paused_until ? hms(v.paused_until) : '–']; })]),
+      sec(() => ['Error budget per endpoint', ['app', 'division', 'endpoint', 'errors', 'budget', 'level', 'oldest leaves at', 'blocked until'],
+        list(d.errors).map((e) => [e.app, e.division ?? '–', e.endpoint, e.used, e.budget, e.level, e.oldest_leaves_at ? hms(e.oldest_leaves_at) : '–', e.blocked_until ? hms(e.blocked_until) : '–'])]),
+      sec(() => ['Token chains', ['chain', 'app', 'user', 'state', 'why', 'last refresh', 'next refresh', 'days to expiry', 'token calls today'],
+        list(d.chains).map((c) => [c.chain, c.app, c.user ?? '–', c.state, c.why ?? '–', hms(c.last_refresh_at), hms(c.next_refresh_at), c.days_to_expiry, c.token_calls_today])]),
+      sec(() => ["Today's calls by tool", ['tool', 'requests', 'sent to Exact', 'answered locally'],
+        list((d.tools || {}).rows).map((r) => [r.tool, r.requests, r.exact_calls, r.local])]),
+      sec(() => ['Last decisions that were not routine', ['time', 'kind', 'method', 'path', 'status', 'tool', 'decision'],
+        list(d.decisions).map((x) => [hms(x.at), x.kind, x.method, x.path, x.status, x.tool, list(x.decisions).join(' · ')])])];
+    const key = JSON.stringify(specs);
+    if (key === tablesKey && box.firstChild) return;
+    tablesKey = key;
+    box.replaceChildren(...specs.map((spec) => spec ? table(...spec) : empty('could not show this section')));
   }
 
   const SECTIONS = [['meta', renderMeta], ['banner', renderBanner], ['divisions', renderDivisions], ['errors', renderErrors],
