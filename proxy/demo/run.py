@@ -121,6 +121,8 @@ async def _run(factor: float, seconds: float, through_proxy: bool, out) -> RunRe
         if through_proxy:
             server, live = await _start_proxy(emu.base_url, clock, tmp.name, out)
             base = server.url("default")
+            out.write(f"     the dashboard, live while this runs: {base}/_proxy/\n")
+            out.flush()
         tool = LegacyTool(base, clock, divisions=DIVISIONS, deleted_id=deleted)
         report = await tool.run(seconds * factor)
         result = RunResult(tool=report, exact=exact_counts(emu.state))
