@@ -39,6 +39,10 @@ async def _shown(page, scene: Scene) -> dict:
     return g
 
 
+def _division(g: dict, number: int) -> dict:
+    return next(d for d in g["divisions"] if d["division"] == number)
+
+
 async def _bar(page, division_selector: str, window: str) -> dict:
     return await page.evaluate(f"""(() => {{
         const bar = document.querySelector({_q(division_selector)} + ' .bar[data-window="{window}"]');
@@ -74,6 +78,10 @@ async def test_the_dashboard_shows_the_figures_the_proxy_has(tmp_path):
             busy = '.division[data-division="102"]'
             assert (await _bar(page, busy, "minute"))["level"] == "over"
             assert "3 waiting" in await page.evaluate(f"document.querySelector({_q(busy + ' .queue')}).textContent")
+            shares = await page.evaluate("""[...document.querySelectorAll('.division[data-division="101"] .share')]
+                .map((s) => [s.dataset.share, s.querySelector('.bar[data-window="share-day"] .figure')?.textContent.trim()])""")
+            want = [[x["share"], f"{x['today']}/{x['cap_day']}"] for x in _division(g, 101)["shares"]]
+            assert shares == want and want[0] == ["replication", "7/40"]
             chain = g["chains"][0]
             assert await page.evaluate(f"document.querySelector('.chain[data-chain=\"{chain['chain']}\"]')"
                                        ".dataset.state") == chain["state"]

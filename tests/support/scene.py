@@ -13,7 +13,8 @@ The traffic (division numbers are the scene's):
   and 103; the script also does the OAuth calls;
 - division 102 has a minute limit of 6 at Exact; 9 calls: 6 pass, 3 wait in the queue;
 - division 101 reads a deleted record until Exact (error limit 2 here) blocks the endpoint;
-- the chain is refreshed upstream once (the clock is moved past 570 s), then the tools read on.
+- the chain is refreshed upstream once (the clock is moved past 570 s), then the tools read on;
+- two shares of the day (``limits.shares``) count the calls of Power Query (cap 40) and Excel (cap 500).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ EMULATOR = {"error_limit": 2, "limits": [{"division": 102, "minutely": 6}],
 POLICY = """
 limits:
   max_wait: 600
+  shares:
+    - {name: replication, match: {user_agent: "Microsoft.Data.Mashup*"}, cap: {day: 40}}
+    - {name: interactive, match: {user_agent: "*Excel*"}, cap: {day: 500}}
 coalesce: {enabled: false}
 """
 
