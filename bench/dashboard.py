@@ -23,11 +23,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import aiohttp
-from overhead import ROOT, free_port, latency, throughput, wait_up
+from overhead import ROOT, free_port, latency, throughput, wait_up, write_policy
 from procstat import cpu_seconds
 
 
@@ -78,14 +77,7 @@ async def variety(url: str, divisions: int) -> None:
 async def main(args: argparse.Namespace) -> None:
     up_port, proxy_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
-    tmp = tempfile.mkdtemp(prefix="exact-proxy-bench-")
-    policy = os.path.join(tmp, "policies.yaml")
-    with open(policy, "w") as fh:
-        fh.write(f"upstreams: {{bench: {{base_url: '{upstream}'}}}}\n"
-                 f"listeners: [{{name: bench, port: {proxy_port}, upstream: bench}}]\n"
-                 f"log: {{file: '{os.path.join(tmp, 'proxy.log')}'}}\nstate: {{path: '{tmp}/s.sqlite'}}\n"
-                 "limits: {minutely: 100000000, daily: 1000000000}\n"
-                 "coalesce: {enabled: false}\n")
+    policy = write_policy(upstream, proxy_port)
     overhead = os.path.join(os.path.dirname(os.path.abspath(__file__)), "overhead.py")
     proxy = subprocess.Popen([sys.executable, "-m", "proxy", "run", "--config", policy], cwd=ROOT,
                              stdout=subprocess.DEVNULL)

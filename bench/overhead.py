@@ -129,18 +129,24 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def main(args: argparse.Namespace) -> None:
-    up_port, bare_port, proxy_port = free_port(), free_port(), free_port()
-    upstream = f"http://127.0.0.1:{up_port}"
+def write_policy(upstream: str, proxy_port: int) -> str:
+    """The benchmarks' policies.yaml in a new temporary folder: every filter in place, with windows wide
+    enough not to throttle the measurement, and no coalescing (the cost of each forwarded call)."""
     tmp = tempfile.mkdtemp(prefix="exact-proxy-bench-")
     policy = os.path.join(tmp, "policies.yaml")
     with open(policy, "w") as fh:
         fh.write(f"upstreams: {{bench: {{base_url: '{upstream}'}}}}\n"
                  f"listeners: [{{name: bench, port: {proxy_port}, upstream: bench}}]\n"
                  f"log: {{file: '{os.path.join(tmp, 'proxy.log')}'}}\nstate: {{path: '{tmp}/s.sqlite'}}\n"
-                 # every filter in place, with windows wide enough not to throttle the measurement
                  "limits: {minutely: 100000000, daily: 1000000000}\n"
-                 "coalesce: {enabled: false}\n")  # the cost of each forwarded call, none shared
+                 "coalesce: {enabled: false}\n")
+    return policy
+
+
+async def main(args: argparse.Namespace) -> None:
+    up_port, bare_port, proxy_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    policy = write_policy(upstream, proxy_port)
     me = os.path.abspath(__file__)
     procs = [
         subprocess.Popen([sys.executable, me, "--serve-upstream", str(up_port)]),
