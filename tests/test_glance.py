@@ -20,6 +20,7 @@ from proxy.ops.glance import glance, level
 from proxy.ops.recent import Recent, kind
 from tests.raw_http import open_raw, read_response
 from tests.support.scene import START_CLOCK, TOOLS, Scene
+from tests.support.scene import division as _division
 
 
 @pytest.fixture
@@ -34,10 +35,6 @@ async def _json(s: Scene, path: str) -> dict:
     async with s.session.get(s.proxy_url + path) as r:
         assert r.status == 200, await r.text()
         return await r.json()
-
-
-def _division(g: dict, number: int) -> dict:
-    return next(d for d in g["divisions"] if d["division"] == number)
 
 
 async def test_glance_shows_what_the_status_has(scene):
@@ -314,16 +311,16 @@ def test_recent_keeps_the_decisions_that_are_not_routine():
     recent = Recent(size=3)
     base = {"ts": 0.0, "method": "GET", "path": "/api/v1/1/crm/Accounts", "query": "", "status": 200,
             "app": "a", "division": 1, "endpoint": "crm/accounts"}
-    recent.note({**base, "id": 1, "decision": ["links rewritten", "exact remaining 5/10"]}, "curl")
+    recent.note({**base, "id": 1, "decision": ["links rewritten", "exact remaining 5/10"]}, "curl/8.5")
     assert recent.rows() == []
     for i, text in enumerate(["queued 300 ms", "rewritten (+$filter=ID ne null)", "token substituted (chain x)",
                               "refused (daily budget) reset 2026-01-01T00:00:00Z"], start=2):
-        recent.note({**base, "id": i, "decision": ["exact remaining 1/2", text]}, "curl")
+        recent.note({**base, "id": i, "decision": ["exact remaining 1/2", text]}, "curl/8.5")
     rows = recent.rows()
     assert [r["id"] for r in rows] == [5, 4, 3] and [r["kind"] for r in rows] == ["refusal", "token", "filter"]
     assert rows[0]["decisions"] == ["refused (daily budget) reset 2026-01-01T00:00:00Z"]
     recent.note({**base, "id": 6, "query": "refresh_token=abc&x=1", "decision": ["retry 1/2 after reset in 0.1 s"]},
-                "curl")
+                "curl/8.5")
     assert kind("something new") == "other" and recent.rows()[0]["kind"] == "retry"
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from proxy.context import Context
 from proxy.ops.logs import log_access
 from proxy.ops.redact import redact_query
-from proxy.ops.tool_family import family
 
 if TYPE_CHECKING:
     from proxy.services import Services
@@ -58,4 +57,4 @@ class AccessLog:
         }
         log_access(fields)
         if ctx.decisions:
-            self.services.recent.note(fields, family(ctx.request.headers.get("User-Agent")))
+            self.services.recent.note(fields, ctx.request.headers.get("User-Agent"))

@@ -2,7 +2,7 @@
 learned and added filters, counted errors, retries, shares, chains started or refreshed.
 
 Contract
-- ``Recent(size)``: ``note(fields)`` is given every request line's fields (``proxy.filters.access_log``)
+- ``Recent(size)``: ``note(fields, user_agent)`` is given every request line's fields (``proxy.filters.access_log``)
   and keeps the request when one of its decisions is not routine; the oldest entry leaves when ``size``
   are kept. Routine (never kept): Exact's remaining figures, links rewritten, answers from a chain, the
   cache or a coalesced call (savings: ``/_proxy/usage`` counts them). Everything else is kept, so a new
@@ -22,6 +22,7 @@ from typing import Any
 
 from proxy.clock import utc_text
 from proxy.ops.redact import scrub
+from proxy.ops.tool_family import family
 
 ROUTINE = ("exact remaining", "links rewritten", "links not rewritten", "answered from chain",
            "answered from cache", "answer shared with", "coalesced with", "not coalesced", "cache ")
@@ -48,10 +49,13 @@ class Recent:
     def __init__(self, size: int = 50) -> None:
         self.kept: deque[dict[str, Any]] = deque(maxlen=size)
 
-    def note(self, fields: dict[str, Any], tool: str) -> None:
+    def note(self, fields: dict[str, Any], user_agent: str | None) -> None:
+        """Keep the request when a decision is not routine; the tool (``proxy.ops.tool_family``) is only
+        looked up then."""
         decisions = fields.get("decision") or ()
         notable = [d for d in decisions if not d.startswith(ROUTINE)]
         if notable:
+            tool = family(user_agent)
             self.kept.append({**{k: fields.get(k) for k in ("ts", "id", "method", "path", "query", "status",
                                                             "app", "division", "endpoint")},
                               "tool": tool, "decisions": notable})

@@ -23,39 +23,27 @@ import sys
 import time
 from typing import Any
 
-from proxy.ops.glance import glance
+from proxy.ops.glance import glance, level
 from proxy.ops.status_cli import fetch_live, first_listener_url
 
 CLEAR = "\x1b[H\x1b[2J"
 RED, YELLOW, BOLD, RESET = "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[0m"
-NEAR = 0.8
 SEPARATOR = "-" * 40
 
 
-def _ratio(text: Any) -> tuple[int, int] | None:
-    """``"42/60"`` -> (42, 60)."""
-    try:
-        used, _, limit = str(text).partition("/")
-        return int(used), int(limit)
-    except (TypeError, ValueError):
-        return None
-
-
-def _paint(text: str, fraction: float, colour: bool) -> str:
-    if not colour:
+def _paint(text: str, lvl: str, colour: bool) -> str:
+    """``text`` in the colour of its level (``proxy.ops.glance.level``): red over, yellow near."""
+    if not colour or lvl == "ok":
         return text
-    if fraction >= 1:
-        return RED + text + RESET
-    if fraction >= NEAR:
-        return YELLOW + text + RESET
-    return text
+    return (RED if lvl == "over" else YELLOW) + text + RESET
 
 
 def bar(used: int, limit: int, cells: int, colour: bool = False) -> str:
     """``[#######.....] 42/60``: ``cells`` marks, as many ``#`` as the share used (at most all)."""
     fraction = used / limit if limit > 0 else 1.0
     filled = min(cells, round(fraction * cells))
-    return _paint(f"[{'#' * filled}{'.' * (cells - filled)}] {used}/{limit}", fraction, colour)
+    return _paint(f"[{'#' * filled}{'.' * (cells - filled)}] {used}/{limit}",
+                  level(used, limit) if limit > 0 else "over", colour)
 
 
 def _clip(line: str, width: int) -> str:
@@ -73,16 +61,11 @@ def _expires(seconds: Any) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _paint_level(text: str, lvl: str, colour: bool) -> str:
-    return _paint(text, 1.0 if lvl == "over" else NEAR if lvl == "near" else 0.0, colour)
-
-
 def _window_bar(window: dict, cells: int, colour: bool) -> str:
     used, limit = window.get("used") or 0, window.get("limit")
     if not limit:
         return f"{used}/?"
-    text = bar(used, limit, cells)
-    return _paint_level(text, "over" if window.get("level") == "over" else window.get("level", "ok"), colour)
+    return _paint(bar(used, limit, cells), window.get("level", "ok"), colour)
 
 
 def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | None = None,
@@ -99,7 +82,7 @@ def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | N
     lines.append(f"exact-proxy status --watch  {stamp}  policy {data.get('policy')}")
     if g["banner"]:
         lines.append((BOLD + RED if colour else "") + "NEEDS A PERSON NOW" + (RESET if colour else ""))
-        lines += [_paint_level(f"  ! {b['text']}", b["level"], colour) for b in g["banner"]]
+        lines += [_paint(f"  ! {b['text']}", b["level"], colour) for b in g["banner"]]
     else:
         lines.append("nothing needs a person now")
     cells = max(8, min(30, (width - 70) // 2))  # room for the names, figures, queue and pause
@@ -113,14 +96,14 @@ def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | N
         if d["queue"]["waiting"]:
             parts.append(f"wait {d['queue']['longest_wait_s']}s")
         if d["paused_until"]:
-            parts.append(_paint(f"paused until {d['paused_until']}", 1.0, colour))
+            parts.append(_paint(f"paused until {d['paused_until']}", "over", colour))
         lines.append("  ".join(parts))
     near = [e for e in g["errors"] if e["level"] != "ok"]
     if near:
         lines.append("")
         lines.append("error budget near the limit")
         for e in near:
-            lines.append(_paint_level(f"  {e['app']} {e['division']} {e['endpoint']}: {e['used']}/{e['budget']} "
+            lines.append(_paint(f"  {e['app']} {e['division']} {e['endpoint']}: {e['used']}/{e['budget']} "
                                       f"errors this hour" + (f", resets {e['oldest_leaves_at']}"
                                                              if e["oldest_leaves_at"] else "")
                                       + (f", BLOCKED until {e['blocked_until']}" if e["blocked_until"] else ""),
@@ -131,7 +114,7 @@ def frame(data: dict | None, width: int = 80, colour: bool = False, url: str | N
         lines.append("  (none)")
     for c in g["chains"]:
         days = f"{c['days_to_expiry']} d" if c["days_to_expiry"] is not None else "-"
-        lines.append(_paint_level(f"  {c['app']}  {c['user']}  {c['state'].upper() if c['level'] != 'ok' else 'ok'}"
+        lines.append(_paint(f"  {c['app']}  {c['user']}  {c['state'].upper() if c['level'] != 'ok' else 'ok'}"
                                   f"  {_expires(c['access_expires_in_s'])}  {days}", c["level"], colour))
     return "\n".join(_clip(x, width) for x in lines) + "\n"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from proxy.clock import utc_text
 from proxy.tokens.sealing import Sealer, fingerprint
+from proxy.tokens.settings import TokenSettings
 
 NAMESPACE = "token_chains"
 COUNTS = "token_calls"
@@ -27,7 +28,7 @@ DAY = 86400
 
 def status_row(chain_id: str, app: str, user: str | None, *, issued_at: float, access_expires_at: float,
                refresh_issued_at: float, paused_until: float, needs_reauth: str | None, rejected_at: float,
-               calls_today: int, settings: Any, now: float) -> dict[str, Any]:
+               calls_today: int, settings: TokenSettings, now: float) -> dict[str, Any]:
     """One chain on the status page. ``next_refresh_at``: the earliest time the proxy sends the chain's
     next refresh to Exact (when a tool asks for one): the access token's end less ``refresh_margin``,
     never before ``min_refresh_interval`` after the last token nor before a TooEarly pause ends."""

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.browser import Browser, require_chromium
 from tests.support.scene import Scene
+from tests.support.scene import division as _division
 
 pytestmark = pytest.mark.browser
 
@@ -37,10 +38,6 @@ async def _shown(page, scene: Scene) -> dict:
     await page.wait_for("document.body.dataset.updated !== undefined && "
                         f"Number(document.body.dataset.updated) >= {g['now']}", timeout=10)
     return g
-
-
-def _division(g: dict, number: int) -> dict:
-    return next(d for d in g["divisions"] if d["division"] == number)
 
 
 async def _bar(page, division_selector: str, window: str) -> dict:

@@ -163,3 +163,8 @@ class Scene:
             await self.clock.advance(61)
             await asyncio.gather(*self.queued, return_exceptions=True)
             self.queued.clear()
+
+
+def division(glance: dict, number: int) -> dict:
+    """The row of division ``number`` in a glance (``/_proxy/glance``)."""
+    return next(d for d in glance["divisions"] if d["division"] == number)
